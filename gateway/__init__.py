@@ -1,0 +1,1 @@
+"""opsgate's gateway: the composition root (Litestar app, MCP endpoint, CLI)."""

@@ -1,0 +1,1 @@
+"""Tracing setup and the ops.run_events mirror."""

@@ -1,0 +1,1 @@
+"""Providers: one package per upstream, each depending only on providers.sdk."""

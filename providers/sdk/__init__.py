@@ -1,0 +1,1 @@
+"""The provider SDK: ProviderBase, tool registry, egress-checked HTTP, vault access."""
