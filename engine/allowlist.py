@@ -92,11 +92,11 @@ def _compile_entry(provider: str, entry: Any, file: str) -> tuple[str | None, Is
             return None, Issue(file, f"{provider}: {entry!r}: an IP address cannot have a wildcard")
         canon = str(ipaddress.ip_address(host.strip("[]")))
     else:
+        if wildcard and "." not in host.strip("."):
+            return None, Issue(file, f"{provider}: {entry!r} is too broad (a wildcard needs a registered domain)")
         canon = canonical_name(host)
         if canon is None:
             return None, Issue(file, f"{provider}: {entry!r} is not a valid host name")
-        if wildcard and canon.count(".") < 1:
-            return None, Issue(file, f"{provider}: {entry!r} is too broad (a wildcard needs a registered domain)")
     scope = f"resource in Ops::Domain::{json.dumps(canon)}" if wildcard else f"resource == Ops::Host::{json.dumps(canon)}"
     pid = f"egress:{provider}:{entry.strip()}"
     return (
