@@ -72,6 +72,9 @@ def parse_catalogue(raw: bytes, file: str) -> tuple[Catalogue, list[Issue]]:
 def cedar_type(schema: dict[str, Any]) -> CedarType | None:
     """Map a JSON Schema to a Cedar type, or None when Cedar cannot express it."""
     kind = schema.get("type")
+    literals = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if kind is None and literals and all(isinstance(v, str) for v in literals):
+        kind = "string"  # msgspec renders Literal["1.0"] as a bare enum
     if isinstance(kind, list):  # ["string", "null"]: nullable becomes optional (None is dropped)
         kinds = [k for k in kind if k != "null"]
         kind = kinds[0] if len(kinds) == 1 else None

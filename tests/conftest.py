@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,3 +20,13 @@ def bundle_dir(tmp_path: Path) -> Path:
     dst = tmp_path / "policies"
     shutil.copytree(POLICIES, dst, ignore=shutil.ignore_patterns("tests"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# The mcp client's HTTP library logs every request at INFO; keep test output readable.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
+logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,62 @@
+"""create_app(): the composition root. Every part of the gateway is built or handed in here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, asgi
+from litestar.types import Receive, Scope, Send
+
+from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
+from gateway.routes_decision import ROUTES as DECISION_ROUTES
+from gateway.routes_health import ROUTES as HEALTH_ROUTES
+from gateway.services import Services
+
+log = logging.getLogger("opsgate.gateway")
+VERSION = "0.1.0"
+
+
+def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins: list[str],
+               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0) -> Litestar:
+    server = build_server(services.pipeline, caller_from_scope, version=VERSION)
+    manager = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
+                              max_body_bytes=max_body_bytes)
+    endpoint = McpEndpoint(manager, services.authenticate)
+
+    @asgi("/mcp", is_mount=True, copy_scope=True)
+    async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, services))
+        async with manager.run():
+            yield
+        if services.limiter is not None:
+            await services.limiter.close()
+
+    app = Litestar([mcp, *DECISION_ROUTES, *HEALTH_ROUTES], lifespan=[lifespan], debug=False)
+    app.state.services = services
+    app.state.health_timeout_s = health_timeout_s
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
+    return app
+
+
+def _reload(services: Services) -> Any:
+    ok, issues = services.engine.reload()
+    if ok:
+        log.info("policy bundle reloaded: revision %s", services.engine.bundle.revision)
+    else:
+        log.error("policy bundle refused, keeping %s:\n%s", services.engine.bundle.revision,
+                  "\n".join(str(i) for i in issues))
+    return ok
+
+
+__all__ = ["VERSION", "create_app"]

@@ -1,0 +1,30 @@
+"""The gateway's configuration: one small frozen struct, embedded defaults that run anywhere.
+
+The environment is read in the CLI only (and never for secrets: those live in the vault).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    policies: str = "policies"
+    state_dir: str = ".opsgate"  # embedded vault and stores live here
+    # DNS-rebinding guard for /mcp: the Host and Origin headers a request may carry.
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+    max_body_bytes: int = 1 << 20
+    limiter: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    fail_open_buckets: tuple[str, ...] = ()  # buckets allowed through while Redis is unreachable
+    auth_issuer: str = "opsgate-dev"  # Supabase: https://<project>.supabase.co/auth/v1
+    jwks_url: str | None = None  # asymmetric Supabase projects
+    health_timeout_s: float = 5.0  # constitution rule 6
+
+
+__all__ = ["GatewayConfig"]

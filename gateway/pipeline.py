@@ -1,0 +1,135 @@
+"""The governed tool call, independent of transport (HTTP and stdio run this same code).
+
+    validate args -> decide (Cedar) -> rate tiers -> limiter -> provider -> result
+
+Every step that refuses raises GatewayError with a stable code; nothing is silently dropped
+or emptied. This is the one place that asks the engine for enforcement and the one place that
+turns engine and provider outcomes into protocol errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+from mcp import types
+
+from engine import Decision, Engine, Entity, Request, Uid, utcnow
+from gateway.errors import Code, GatewayError
+from gateway.registry import Registered, Registry
+from providers.sdk import CallContext, ToolError
+
+log = logging.getLogger("opsgate.pipeline")
+
+
+class Caller(Protocol):
+    """Who is calling: an authenticated user id (uuid) and its ops role, if any."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def role(self) -> str | None: ...
+
+
+class RateLimiter(Protocol):
+    async def hit_all(self, user: str, provider: str, tiers: Sequence[Any]) -> list[Any]: ...
+
+
+class CallResult(msgspec.Struct):
+    """What a call produced besides its MCP result: the decision and rate-limit outcomes
+    (for headers and the audit trail)."""
+
+    decision: Decision | None = None
+    limits: list[Any] = []
+
+
+def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
+    uid = Uid.of("User", caller.id)
+    parents = (Uid.of("Role", caller.role),) if caller.role else ()
+    return uid, (Entity(uid, parents),)
+
+
+def to_result(value: Any) -> types.CallToolResult:
+    data = msgspec.to_builtins(value)
+    structured = data if isinstance(data, dict) else {"result": data}
+    return types.CallToolResult(content=[types.TextContent(type="text", text=msgspec.json.encode(data).decode())],
+                                structured_content=structured)
+
+
+class Pipeline:
+    def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.limiter = limiter
+        self.clock = clock
+
+    def visible_tools(self, caller: Caller) -> list[Registered]:
+        """The tools this caller may call at all: each tool's own decision, asked without args."""
+        uid, entities = principal_of(caller)
+        now = self.clock()
+        return [t for t in self.registry.tools
+                if self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
+                                      now=now).allowed]
+
+    def list_tools(self, caller: Caller) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[
+            types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
+            for t in self.visible_tools(caller)])
+
+    async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
+                        out: CallResult | None = None) -> types.CallToolResult:
+        out = out if out is not None else CallResult()
+        registered = self.registry.get(name)
+        if registered is None:
+            raise GatewayError(Code.INVALID_INPUT, f"unknown tool {name!r}")
+        try:
+            args = msgspec.convert(arguments or {}, registered.tool.input)
+        except msgspec.ValidationError as e:
+            raise GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {e}") from None
+
+        uid, entities = principal_of(caller)
+        provider = registered.provider.name
+        decision = self.engine.decide(
+            Request(uid, name, Uid.of("Provider", provider), {"args": msgspec.to_builtins(args)}, entities),
+            now=self.clock())
+        out.decision = decision
+        if not decision.allowed:
+            why = ", ".join(decision.reasons) if decision.reasons else "no policy permits it"
+            raise GatewayError(Code.FORBIDDEN, f"{name} denied for role {caller.role or 'none'} ({why})",
+                               decision_id=decision.decision_id, policy_ids=list(decision.reasons),
+                               errors=list(decision.errors) or None, bundle_revision=decision.bundle_revision)
+
+        if decision.tiers:
+            if self.limiter is None:
+                raise GatewayError(Code.INTERNAL_ERROR, "rate tiers apply but no rate limiter is configured",
+                                   decision_id=decision.decision_id)
+            out.limits = await self.limiter.hit_all(caller.id, provider, decision.tiers)
+            refused = [o for o in out.limits if not o.allowed]
+            if refused:
+                worst = max(refused, key=lambda o: o.retry_after_s)
+                reason = worst.error or f"limit of {worst.limit} per {worst.period_s}s in bucket {worst.bucket!r}"
+                raise GatewayError(Code.RATE_LIMIT, f"{name}: {reason}", decision_id=decision.decision_id,
+                                   retry_after_s=worst.retry_after_s, bucket=worst.bucket,
+                                   limiter_error=worst.error)
+
+        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id)
+        try:
+            value = await registered.tool.handler(ctx, args)
+        except ToolError as e:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=e.message)], is_error=True,
+                structured_content={"error": e.message, **({"retry_after_s": e.retry_after_s}
+                                                           if e.retry_after_s is not None else {})})
+        except Exception:
+            log.exception("tool %s failed (decision %s)", name, decision.decision_id)
+            raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
+                               f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
+        return to_result(value)
+
+
+__all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal_of", "to_result"]

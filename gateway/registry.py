@@ -1,0 +1,93 @@
+"""The providers the gateway serves, and their tools under `<provider>.<tool>` names.
+
+Only ProviderBase instances are accepted (constitution rule 10); anything else is refused at
+registration with a message saying why. A tool missing from the policy bundle's catalogue
+(policies/tools.json) is still registered but can never be allowed: its action does not exist
+in the schema, so every decision about it denies. `Registry.drift()` names such tools so the
+gateway can say so at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from engine.catalogue import Catalogue
+from providers.sdk import ProviderBase, Tool
+
+
+class RegistrationError(Exception):
+    pass
+
+
+def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """The tool's JSON Schema with the root object inlined (MCP wants `type: object` at the top)."""
+    schema = msgspec.json.schema(struct)
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    defs = dict(schema.get("$defs", {}))
+    root = dict(defs.pop(ref.rsplit("/", 1)[-1]))
+    if defs:
+        root["$defs"] = defs
+    return root
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str  # <provider>.<tool>
+    provider: ProviderBase
+    tool: Tool
+    input_schema: dict[str, Any]
+
+
+class Registry:
+    def __init__(self, providers: Iterable[object] = ()) -> None:
+        self._providers: dict[str, ProviderBase] = {}
+        self._tools: dict[str, Registered] = {}
+        for p in providers:
+            self.register(p)
+
+    def register(self, provider: object) -> None:
+        if not isinstance(provider, ProviderBase):
+            raise RegistrationError(f"{type(provider).__name__} is not a ProviderBase: every provider must extend "
+                                    "providers.sdk.ProviderBase (constitution rule 10)")
+        name = getattr(provider, "name", None)
+        if not isinstance(name, str) or not name or "." in name:
+            raise RegistrationError(f"{type(provider).__name__} needs a `name` without dots")
+        if name in self._providers:
+            raise RegistrationError(f"a provider named {name!r} is already registered")
+        tools = {}
+        for tool in provider.tools():
+            if not isinstance(tool, Tool):
+                raise RegistrationError(f"{name}: tools() must return providers.sdk.Tool objects")
+            fields = {f.name for f in msgspec.structs.fields(tool.input)}
+            if "version" not in fields:
+                raise RegistrationError(f"{name}.{tool.name}: the input Struct needs an explicit `version` field "
+                                        "(constitution rule 9)")
+            full = f"{name}.{tool.name}"
+            tools[full] = Registered(full, provider, tool, input_schema(tool.input))
+        self._providers[name] = provider
+        self._tools.update(tools)
+
+    @property
+    def providers(self) -> dict[str, ProviderBase]:
+        return dict(self._providers)
+
+    @property
+    def tools(self) -> list[Registered]:
+        return list(self._tools.values())
+
+    def get(self, name: str) -> Registered | None:
+        return self._tools.get(name)
+
+    def drift(self, catalogue: Catalogue) -> list[str]:
+        """Registered tools the policy catalogue does not know (they will always be denied)."""
+        known = {t.name for t in catalogue.tools}
+        return sorted(n for n in self._tools if n not in known)
+
+
+__all__ = ["Registered", "RegistrationError", "Registry", "input_schema"]

@@ -1,0 +1,82 @@
+"""Building a running gateway from a GatewayConfig: vault, auth, limiter, engine, providers.
+
+With the embedded defaults (`make run`) everything lives under `state_dir`: the embedded vault
+holds a generated development signing key, and one demo token per role is printed so a person
+can call the gateway at once. The key never leaves the vault except into the authenticator.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from engine import Engine
+from gateway.app import create_app
+from gateway.auth import AuthConfig, Authenticator, AuthError
+from gateway.config import GatewayConfig
+from gateway.errors import Code, GatewayError
+from gateway.pipeline import Caller
+from gateway.ratelimit import MemoryLimiter, RedisLimiter
+from gateway.registry import Registry
+from gateway.services import Services
+from providers.echo import EchoProvider
+from providers.sdk.vault import EmbeddedVault
+
+DEV_SECRET = "opsgate_dev_jwt_secret"
+ROLES = ("ops_viewer", "ops_operator", "ops_admin")
+
+
+def demo_user_id(role: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"opsgate-demo:{role}"))
+
+
+def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, ttl_s: int = 12 * 3600,
+               extra: dict[str, Any] | None = None) -> str:
+    """A Supabase-shaped HS256 access token (development and tests)."""
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": user_id, "aud": "authenticated", "iat": now, "exp": now + ttl_s,
+              "role": "authenticated", "app_metadata": {"ops_role": role} if role else {},
+              "user_metadata": {}, "session_id": str(uuid.uuid4()), **(extra or {})}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def default_providers() -> list[Any]:
+    return [EchoProvider()]
+
+
+def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
+    vault = EmbeddedVault(Path(config.state_dir) / "vault")
+    secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
+    authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret,
+                                             jwks_url=config.jwks_url))
+
+    async def authenticate(header: str | None) -> Caller:
+        try:
+            return await authenticator.authenticate(header)
+        except AuthError as e:
+            raise GatewayError(Code.UNAUTHENTICATED, e.message, reason=e.reason) from None
+
+    limiter: Any
+    if config.limiter == "redis":
+        limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
+    else:
+        limiter = MemoryLimiter()
+    engine = Engine.from_dir(config.policies)
+    registry = Registry(providers if providers is not None else default_providers())
+    return Services(engine, registry, limiter, authenticate), secret
+
+
+def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
+    services, secret = build_services(config, providers=providers)
+    app = create_app(services, allowed_hosts=list(config.allowed_hosts),
+                     allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes,
+                     health_timeout_s=config.health_timeout_s)
+    return app, services, secret
+
+
+__all__ = ["build_app", "build_services", "demo_user_id", "mint_token"]

@@ -1,0 +1,59 @@
+"""The gateway's parts wired together: built once by create_app, shared by every route."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from litestar import Request
+from litestar.exceptions import HTTPException
+
+from engine import Decision, Engine, Uid, utcnow
+from engine import Request as Query
+from gateway.errors import HTTP_STATUS, Code, GatewayError
+from gateway.pipeline import Caller, Pipeline, principal_of
+from gateway.registry import Registry
+
+log = logging.getLogger("opsgate.gateway")
+
+Authenticate = Callable[[str | None], Awaitable[Caller]]
+
+
+@dataclass
+class Services:
+    engine: Engine
+    registry: Registry
+    limiter: Any  # gateway.ratelimit Limiter
+    authenticate: Authenticate
+    clock: Callable[[], datetime] = utcnow
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock)
+
+    async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
+        """Authenticate an HTTP API request and decide the gateway action it performs."""
+        try:
+            caller = await self.authenticate(request.headers.get("authorization"))
+        except GatewayError as e:
+            raise HTTPException(status_code=401, detail=e.message, extra=e.payload,
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        uid, entities = principal_of(caller)
+        d = self.engine.decide(Query(uid, action, Uid.of("Provider", "opsgate"), {}, entities), now=self.clock())
+        if not d.allowed:
+            e = GatewayError(Code.FORBIDDEN, f"{action} denied for role {caller.role or 'none'}",
+                             decision_id=d.decision_id, policy_ids=list(d.reasons))
+            raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload)
+        return caller
+
+    async def limiter_health(self) -> dict[str, Any]:
+        return await self.limiter.health() if self.limiter is not None else {"backend": "none", "ok": True}
+
+    def note_decision_api(self, caller: Caller, path: str, decision: Decision) -> None:
+        log.info("decision api %s by %s: %s %s", path, caller.id, decision.allowed, decision.decision_id)
+
+
+__all__ = ["Authenticate", "Services"]

@@ -1,0 +1,104 @@
+"""The embedded vault: secrets in SQLite, each encrypted with AES-256-GCM.
+
+The key is a separate file created once with mode 0600 (refused if it is readable by others);
+the secret's name is the GCM associated data, so a ciphertext copied onto another name does
+not decrypt. Losing the key file loses the secrets: that is the point of encrypting them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from providers.sdk.vault.base import SecretInfo, SecretNotFound, VaultError, check_name
+
+SCHEMA = """
+create table if not exists secrets (
+  name text primary key,
+  nonce blob not null,
+  ciphertext blob not null,
+  version integer not null,
+  updated_at text not null
+)
+"""
+
+
+def _load_key(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise VaultError(f"vault key {path} is accessible to group/others (mode {oct(mode & 0o777)}); "
+                             "chmod 600 it") from None
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise VaultError(f"vault key {path} is not 32 bytes") from None
+        return key
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class EmbeddedVault:
+    def __init__(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._aead = AESGCM(_load_key(directory / "vault.key"))
+        self._db = sqlite3.connect(directory / "vault.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute(SCHEMA)
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> str:
+        check_name(name)
+        with self._lock:
+            row = self._db.execute("select nonce, ciphertext from secrets where name = ?", (name,)).fetchone()
+        if row is None:
+            raise SecretNotFound(f"secret {name!r} is not in the vault (set it with `opsgate vault set {name}`)")
+        try:
+            return self._aead.decrypt(row[0], row[1], name.encode()).decode()
+        except InvalidTag:
+            raise VaultError(f"secret {name!r} does not decrypt with this vault's key") from None
+
+    def set(self, name: str, value: str) -> SecretInfo:
+        check_name(name)
+        if not value:
+            raise VaultError(f"refusing to store an empty value for {name!r}")
+        nonce = os.urandom(12)
+        ciphertext = self._aead.encrypt(nonce, value.encode(), name.encode())
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            self._db.execute(
+                "insert into secrets (name, nonce, ciphertext, version, updated_at) values (?, ?, ?, 1, ?) "
+                "on conflict(name) do update set nonce = excluded.nonce, ciphertext = excluded.ciphertext, "
+                "version = secrets.version + 1, updated_at = excluded.updated_at", (name, nonce, ciphertext, now))
+            version = self._db.execute("select version from secrets where name = ?", (name,)).fetchone()[0]
+        return SecretInfo(name, version, now)
+
+    def get_or_create(self, name: str, make: object) -> str:
+        """The secret, created by `make()` on first use (for generated development keys)."""
+        try:
+            return self.get(name)
+        except SecretNotFound:
+            self.set(name, make())  # type: ignore[operator]
+            return self.get(name)
+
+    def list(self) -> list[SecretInfo]:
+        with self._lock:
+            rows = self._db.execute("select name, version, updated_at from secrets order by name").fetchall()
+        return [SecretInfo(*r) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+__all__ = ["EmbeddedVault"]
