@@ -97,7 +97,8 @@ def _compile_entry(provider: str, entry: Any, file: str) -> tuple[str | None, Is
         canon = canonical_name(host)
         if canon is None:
             return None, Issue(file, f"{provider}: {entry!r} is not a valid host name")
-    scope = f"resource in Ops::Domain::{json.dumps(canon)}" if wildcard else f"resource == Ops::Host::{json.dumps(canon)}"
+    target = json.dumps(canon)
+    scope = f"resource in Ops::Domain::{target}" if wildcard else f"resource == Ops::Host::{target}"
     pid = f"egress:{provider}:{entry.strip()}"
     return (
         f"@id({json.dumps(pid)})\n"

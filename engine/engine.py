@@ -192,7 +192,7 @@ class Engine:
 
     def _decision(self, b: Bundle, start: int, v: Verdict, shadow: Shadow | None = None,
                   tiers: tuple[Tier, ...] = ()) -> Decision:
-        applied = tuple(r for r in v.reasons if "exception" in b.by_id.get(r, _NO_RECORD).annotations)
+        applied = tuple(r for r in v.reasons if r in b.by_id and "exception" in b.by_id[r].annotations)
         return Decision(
             decision_id=new_decision_id(), allowed=v.allowed, reasons=v.reasons, errors=v.errors,
             bundle_revision=b.revision, mode="dryrun" if shadow else "enforce", shadow=shadow, tiers=tiers,
@@ -231,11 +231,6 @@ class Engine:
         return resolved
 
 
-class _NoRecord:
-    annotations: dict[str, str] = {}
-
-
-_NO_RECORD = _NoRecord()
 
 
 def _with_ancestors(key: str, parents: dict[str, list[str]], b: Bundle) -> frozenset[str]:

@@ -23,7 +23,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import Code, GatewayError
-from gateway.pipeline import CallResult, Caller, Pipeline
+from gateway.pipeline import Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
 
 log = logging.getLogger("opsgate.mcp")
@@ -31,10 +31,10 @@ log = logging.getLogger("opsgate.mcp")
 CALLER_KEY = "opsgate.caller"
 HEADERS_KEY = "opsgate.headers"
 
-CallerOf = Callable[[ServerRequestContext[Any, Any]], Caller]
+CallerOf = Callable[[ServerRequestContext[Any, Any]], Awaitable[Caller]]
 
 
-def caller_from_scope(ctx: ServerRequestContext[Any, Any]) -> Caller:
+async def caller_from_scope(ctx: ServerRequestContext[Any, Any]) -> Caller:
     """HTTP: the caller the endpoint authenticated for this very request."""
     request = ctx.request
     caller = request.scope.get("state", {}).get(CALLER_KEY) if request is not None else None
@@ -51,11 +51,11 @@ def _header_sink(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
 def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Server[Any]:
     async def on_list_tools(ctx: ServerRequestContext[Any, Any],
                             params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return pipeline.list_tools(caller_of(ctx))
+        return pipeline.list_tools(await caller_of(ctx))
 
     async def on_call_tool(ctx: ServerRequestContext[Any, Any],
                            params: types.CallToolRequestParams) -> types.CallToolResult:
-        caller = caller_of(ctx)
+        caller = await caller_of(ctx)
         out = CallResult()
         try:
             return await pipeline.call_tool(caller, params.name, params.arguments, out)

@@ -1,0 +1,81 @@
+"""A gateway process for bench/gateway.py: `governed` is the real app; `bare` is the same MCP
+transport and endpoint with authentication, decision, tier and limiter taken out."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+from litestar import Litestar, asgi
+from litestar.types import Receive, Scope, Send
+from mcp import types
+
+from gateway.config import GatewayConfig
+from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
+from gateway.pipeline import to_result
+from gateway.serve import build_app
+from providers.echo import EchoProvider
+from providers.sdk import CallContext
+
+
+class Anyone:
+    id = "00000000-0000-4000-8000-000000000000"
+    role = "ops_admin"
+
+
+class BarePipeline:
+    """Calls the echo tool directly: what serving costs without governance."""
+
+    def __init__(self) -> None:
+        self.tools = {f"echo.{t.name}": t for t in EchoProvider().tools()}
+
+    def list_tools(self, caller: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[])
+
+    async def call_tool(self, caller: Any, name: str, arguments: Any, out: Any = None) -> types.CallToolResult:
+        tool = self.tools[name]
+        args = tool.input(**(arguments or {}))
+        return to_result(await tool.handler(CallContext(caller.id, name, ""), args))
+
+
+def bare_app(config: GatewayConfig) -> Litestar:
+    import contextlib
+
+    server = build_server(BarePipeline(), caller_from_scope, version="bare")  # type: ignore[arg-type]
+    manager = session_manager(server, allowed_hosts=list(config.allowed_hosts),
+                              allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes)
+
+    async def anyone(header: str | None) -> Any:
+        return Anyone()
+
+    endpoint = McpEndpoint(manager, anyone)
+
+    @asgi("/mcp", is_mount=True, copy_scope=True)
+    async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> Any:
+        async with manager.run():
+            yield
+
+    return Litestar([mcp], lifespan=[lifespan])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=("governed", "bare"), required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--policies", required=True)
+    p.add_argument("--state-dir", required=True)
+    a = p.parse_args()
+    config = GatewayConfig(port=a.port, policies=a.policies, state_dir=a.state_dir)
+    app = build_app(config)[0] if a.mode == "governed" else bare_app(config)
+    import logging
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop", http="httptools")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`opsgate serve` and `opsgate stdio`: run the gateway over HTTP or over stdio.
+
+Both run the same pipeline. Over stdio the caller is the holder of the token in
+MCP_VIEWER_JWT (as in the Pulse Omega spec), verified again on every request so that an
+expired token stops working mid-session; without it every call is refused UNAUTHENTICATED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from gateway.config import GatewayConfig
+
+log = logging.getLogger("opsgate")
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the gateway over HTTP (MCP at /mcp)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--policies", default=None, help="policy bundle directory (default: policies)")
+    serve.add_argument("--state-dir", default=None, help="embedded vault and stores (default: .opsgate)")
+    serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
+    serve.add_argument("--redis-url", default=None)
+    serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
+    serve.set_defaults(run=run_serve)
+    stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
+    stdio.add_argument("--policies", default=None)
+    stdio.add_argument("--state-dir", default=None)
+    stdio.set_defaults(run=run_stdio)
+
+
+def config_from(args: argparse.Namespace) -> GatewayConfig:
+    overrides = {k: v for k, v in {
+        "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
+        "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
+        "redis_url": getattr(args, "redis_url", None)}.items() if v is not None}
+    return GatewayConfig(**overrides)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.serve import ROLES, build_app, demo_user_id, mint_token
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from(args)
+    app, services, secret = build_app(config)
+    drift = services.registry.drift(services.engine.bundle.catalogue)
+    if drift:
+        log.warning("tools not in the policy catalogue (always denied): %s", ", ".join(drift))
+    url = f"http://{config.host}:{config.port}"
+    print(f"opsgate {url}/mcp  policy revision {services.engine.bundle.revision}", flush=True)
+    if args.demo_tokens:
+        print("demo tokens (development signing key from the embedded vault; valid 12 h):", flush=True)
+        for role in ROLES:
+            token = mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
+            print(f"  {role:13} {token}", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", loop="uvloop", http="httptools")
+    return 0
+
+
+def run_stdio(args: argparse.Namespace) -> int:
+    from mcp.server.stdio import stdio_server
+
+    from gateway.errors import Code, GatewayError
+    from gateway.mcp_app import build_server
+    from gateway.serve import build_services
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    config = config_from(args)
+    services, _ = build_services(config)
+    token = os.environ.get("MCP_VIEWER_JWT")  # the caller's identity, not a secret of ours
+    if not token:
+        log.warning("MCP_VIEWER_JWT is not set: every call will be refused UNAUTHENTICATED")
+
+    async def caller_of(ctx: Any) -> Any:
+        if not token:
+            raise GatewayError(Code.UNAUTHENTICATED, "set MCP_VIEWER_JWT to a Supabase access token").to_mcp()
+        try:
+            return await services.authenticate(f"Bearer {token}")
+        except GatewayError as e:
+            raise e.to_mcp() from None
+
+    server = build_server(services.pipeline, caller_of, version="stdio")
+
+    async def main() -> None:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    asyncio.run(main())
+    return 0
+
+
+__all__ = ["register"]
