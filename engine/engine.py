@@ -32,7 +32,9 @@ from engine.catalogue import project
 from engine.index import Slicer
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
-_ERRORED = re.compile(r"policy `([^`]*)`")
+# Cedar's message for a policy that failed to evaluate. Anchored: other errors (a refused
+# request) quote caller-supplied context, which may contain text shaped like this.
+_ERRORED = re.compile(r"error while evaluating policy `([^`]*)`")
 _ENCODE = msgspec.json.Encoder().encode
 _ALLOW = cedarpy.Decision.Allow
 
@@ -71,7 +73,7 @@ def verdict(result: cedarpy.AuthzResult, effect_of: Callable[[str], str | None])
     if errors:
         failing = []
         for err in errors:
-            m = _ERRORED.search(err)
+            m = _ERRORED.match(err)
             pid = m[1] if m else None
             if pid is None or effect_of(pid) != "permit":
                 allowed = False

@@ -24,6 +24,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fail_open_buckets: tuple[str, ...] = ()  # buckets allowed through while Redis is unreachable
     auth_issuer: str = "opsgate-dev"  # Supabase: https://<project>.supabase.co/auth/v1
     jwks_url: str | None = None  # asymmetric Supabase projects
+    # Refuse banned or deleted users by asking auth.users (cached briefly) on every call.
+    auth_freshness: bool = False
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     health_timeout_s: float = 5.0  # constitution rule 6
 
 

@@ -11,16 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from engine.catalogue import Catalogue
-from providers.sdk import ProviderBase, Tool
+from providers.sdk import CallContext, HealthStatus, ProviderBase, Tool
 
 
 class RegistrationError(Exception):
     pass
+
+
+class HealthInput(msgspec.Struct, forbid_unknown_fields=True):
+    version: Literal["1.0"] = "1.0"
+
+
+def health_tool(provider: ProviderBase) -> Tool:
+    """Constitution rule 6: every provider has `<provider>.health`, declared or not."""
+
+    async def health(ctx: CallContext, args: HealthInput) -> HealthStatus:
+        return await provider.health()
+
+    return Tool("health", "read", HealthInput, f"Health of the {provider.name} provider (rule 6 format).", health)
 
 
 def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
@@ -61,7 +74,10 @@ class Registry:
         if name in self._providers:
             raise RegistrationError(f"a provider named {name!r} is already registered")
         tools = {}
-        for tool in provider.tools():
+        declared = list(provider.tools())
+        if not any(isinstance(t, Tool) and t.name == "health" for t in declared):
+            declared.append(health_tool(provider))
+        for tool in declared:
             if not isinstance(tool, Tool):
                 raise RegistrationError(f"{name}: tools() must return providers.sdk.Tool objects")
             fields = {f.name for f in msgspec.structs.fields(tool.input)}

@@ -17,7 +17,7 @@ import jwt
 
 from engine import Engine
 from gateway.app import create_app
-from gateway.auth import AuthConfig, Authenticator, AuthError
+from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
 from gateway.errors import Code, GatewayError
 from gateway.pipeline import Caller
@@ -52,8 +52,9 @@ def default_providers() -> list[Any]:
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
     vault = EmbeddedVault(Path(config.state_dir) / "vault")
     secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
-    authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret,
-                                             jwks_url=config.jwks_url))
+    users = LazyPostgresUserDirectory(config.database_url) if config.auth_freshness else None
+    authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
+                                             freshness=config.auth_freshness), users=users)
 
     async def authenticate(header: str | None) -> Caller:
         try:

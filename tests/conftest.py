@@ -30,3 +30,16 @@ def anyio_backend() -> str:
 # The mcp client's HTTP library logs every request at INFO; keep test output readable.
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a local service is down, except in CI, where a missing service is a failure."""
+    import os
+    import socket
+
+    try:
+        socket.create_connection((host, port), 1).close()
+    except OSError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{name} is not reachable at {host}:{port}")

@@ -50,12 +50,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         yield running
 
 
-def code_of(exc: BaseException) -> str:
-    """The stable code of an MCPError, even when the client wraps it in exception groups."""
+def unwrap(exc: BaseException) -> MCPError:
+    """The MCPError inside the exception groups the client may wrap it in."""
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     assert isinstance(exc, MCPError), repr(exc)
-    return exc.error.data["code"]
+    return exc
+
+
+def code_of(exc: BaseException) -> str:
+    return unwrap(exc).error.data["code"]
 
 
 async def call(gw: RunningGateway, token: str | None, tool: str, args: dict[str, Any] | None = None,

@@ -8,7 +8,14 @@
 
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.model import ROLES, AuthConfig, AuthError, Caller, Reason
-from gateway.auth.users import PostgresUserDirectory, StaticUserDirectory, UserDirectory, UserStatus
+from gateway.auth.users import (
+    LazyPostgresUserDirectory,
+    PostgresUserDirectory,
+    StaticUserDirectory,
+    UserDirectory,
+    UserStatus,
+)
 
-__all__ = ["ROLES", "AuthConfig", "AuthError", "Authenticator", "Caller", "PostgresUserDirectory", "Reason",
+__all__ = ["ROLES", "AuthConfig", "AuthError", "Authenticator", "Caller", "LazyPostgresUserDirectory",
+           "PostgresUserDirectory", "Reason",
            "StaticUserDirectory", "UserDirectory", "UserStatus"]

@@ -53,6 +53,23 @@ class PostgresUserDirectory:
         return "banned" if row["banned"] else "active"
 
 
+class LazyPostgresUserDirectory:
+    """A PostgresUserDirectory whose pool is opened on first use (from synchronous set-up code);
+    a failure to connect is an error of that lookup, which the authenticator turns into a refusal."""
+
+    def __init__(self, dsn: str, *, table: str = "auth.users", timeout_s: float = 2.0) -> None:
+        self._dsn, self._table, self._timeout = dsn, table, timeout_s
+        self._inner: PostgresUserDirectory | None = None
+
+    async def status(self, user_id: str) -> UserStatus:
+        if self._inner is None:
+            import asyncpg  # only when freshness is configured
+
+            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, timeout=self._timeout)
+            self._inner = PostgresUserDirectory(pool, table=self._table, timeout_s=self._timeout)
+        return await self._inner.status(user_id)
+
+
 class StaticUserDirectory:
     """A test double: statuses from a mapping (absent ids are "unknown"); `error` makes every lookup
     raise it. `lookups` counts calls."""

@@ -26,10 +26,6 @@ class EchoInput(msgspec.Struct, forbid_unknown_fields=True):
     message: str = ""
 
 
-class HealthInput(msgspec.Struct, forbid_unknown_fields=True):
-    version: Literal["1.0"] = "1.0"
-
-
 class EchoProvider(ProviderBase):
     name = "echo"
 
@@ -37,7 +33,6 @@ class EchoProvider(ProviderBase):
         kinds = ("scan", "annotate", "tag", "comment", "create")
         return [
             Tool("ping", "read", PingInput, "Answer with the message given (a no-op read tool).", self._ping),
-            Tool("health", "read", HealthInput, "Health of the echo provider.", self._health),
             *(Tool(kind, kind, EchoInput, f"Answer with the message given (a no-op {kind} tool).", self._echo)
               for kind in kinds),
         ]
@@ -51,9 +46,6 @@ class EchoProvider(ProviderBase):
 
     async def _echo(self, ctx: CallContext, args: EchoInput) -> dict[str, str]:
         return {"message": args.message, "tool": ctx.tool}
-
-    async def _health(self, ctx: CallContext, args: HealthInput) -> object:
-        return await self.health()
 
 
 __all__ = ["EchoProvider"]
