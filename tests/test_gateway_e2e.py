@@ -264,3 +264,35 @@ async def test_oversized_and_malformed_bodies(gw: RunningGateway) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == -32700
         r = await http.post("/mcp", content=b'{"jsonrpc": "2.0", "id": 1}', headers=auth)
         assert r.status_code == 400 and "error" in r.json()
+
+
+async def test_protocol_2025_06_18_over_raw_http(gw: RunningGateway) -> None:
+    """The mcp client speaks 2025-11-25 and 2026-07-28; an older client negotiates 2025-06-18."""
+    headers = {"Authorization": f"Bearer {gw.token('ops_viewer')}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "old-client", "version": "1"}}}
+    async with httpx.AsyncClient(base_url=gw.url, headers=headers) as http:
+        r = await http.post("/mcp", json=init)
+        assert r.status_code == 200 and r.json()["result"]["protocolVersion"] == "2025-06-18"
+        session = {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        r = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session)
+        assert {t["name"] for t in r.json()["result"]["tools"]} == READ_TOOLS
+        r = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                          "params": {"name": "echo.scan", "arguments": {}}}, headers=session)
+        assert r.json()["error"]["data"]["code"] == "FORBIDDEN"
+
+
+async def test_a_session_cannot_be_used_with_another_users_token(gw: RunningGateway) -> None:
+    """The SDK binds a stateful session to the user who opened it (session-hijack guard)."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "c", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=gw.url, headers=accept) as http:
+        r = await http.post("/mcp", json=init, headers={"Authorization": f"Bearer {gw.token('ops_viewer')}"})
+        session = {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        thief = gw.token("ops_admin", user_id="9b2f0c7e-5a61-4d3e-8f10-6c2d9e4b7a15")
+        r = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                            headers={**session, "Authorization": f"Bearer {thief}"})
+        assert r.status_code in (403, 404) and "result" not in r.text
