@@ -4,7 +4,7 @@ whose kind or input schema differs from policies/tools.json would be decided on 
 from __future__ import annotations
 
 from engine import load_bundle
-from gateway.registry import Registry, RegistrationError
+from gateway.registry import RegistrationError, Registry
 from gateway.serve import default_providers
 from providers.sdk import ProviderBase
 from tests.conftest import POLICIES

@@ -287,7 +287,8 @@ async def test_protocol_2025_06_18_over_raw_http(gw: RunningGateway) -> None:
 async def test_a_session_cannot_be_used_with_another_users_token(gw: RunningGateway) -> None:
     """The SDK binds a stateful session to the user who opened it (session-hijack guard)."""
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "c", "version": "1"}}}
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "c", "version": "1"}}}
     accept = {"Accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient(base_url=gw.url, headers=accept) as http:
         r = await http.post("/mcp", json=init, headers={"Authorization": f"Bearer {gw.token('ops_viewer')}"})
