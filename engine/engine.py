@@ -29,7 +29,7 @@ import msgspec
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
-from engine.index import Slicer
+from engine.index import Slicer, uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
 # Cedar's message for a policy that failed to evaluate. Anchored: other errors (a refused
@@ -161,8 +161,10 @@ class Engine:
         if resolved.entities is None:
             return self._decision(b, start, Verdict(False, (), (resolved.error or "invalid entities",)))
         action_keys = b.ancestors_of_action(req.action)
+        # Encoded once here with msgspec: cedarpy would re-encode a dict with stdlib json on every
+        # evaluation (enforce, dryrun, tiers), and it accepts the JSON text as is.
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
-                   "resource": req.resource.as_cedar(), "context": ctx}
+                   "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
         keys = (resolved.principal_keys, action_keys, resolved.resource_keys)
         effect_of = b.effect_of
         v = self._evaluate(b.enforce, keys, request, resolved.entities, b, effect_of)
@@ -223,8 +225,11 @@ class Engine:
                                                       else "") + _ENCODE(extra).decode()[1:], b.schema)
             else:
                 ents = b.static_entities_handle
-            resolved = _Resolved(ents, _with_ancestors(str(req.principal), parents, b),
-                                 _with_ancestors(str(req.resource), parents, b))
+            # Keys as the index and `parents` spell them (uid_key, unescaped). str(Uid) escapes
+            # '"', so a uid with a quote would miss its own ancestors and the slice would lose
+            # every policy filed under them, forbids included.
+            resolved = _Resolved(ents, _with_ancestors(uid_key(req.principal.as_cedar()), parents, b),
+                                 _with_ancestors(uid_key(req.resource.as_cedar()), parents, b))
         except ValueError as e:
             resolved = _Resolved(None, frozenset(), frozenset(), f"invalid request entities: {e}")
         if len(self._resolved) >= self.ENTITY_CACHE_MAX:
