@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 def require_service(name: str, host: str, port: int) -> None:
     """Skip when a local service is down, except in CI, where a missing service is a failure."""
-    import os
     import socket
 
     try:
@@ -43,3 +43,25 @@ def require_service(name: str, host: str, port: int) -> None:
         if os.environ.get("CI") == "true":
             raise
         pytest.skip(f"{name} is not reachable at {host}:{port}")
+
+
+REDIS_URL = os.environ.get("OPSGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis; skipped when unreachable, except in CI, where that is a failure."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        problem = f"Redis at {REDIS_URL} unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem + " (CI=true: Redis tests must run)")
+        pytest.skip(problem)
+    return REDIS_URL

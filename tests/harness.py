@@ -15,10 +15,24 @@ import httpx2
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
 from gateway.serve import build_app, demo_user_id, mint_token
 from gateway.services import Services
+
+
+def unwrap(exc: BaseException) -> MCPError:
+    """The MCPError inside the exception groups the client may wrap it in."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, MCPError), repr(exc)
+    return exc
+
+
+def code_of(exc: BaseException) -> str:
+    """The gateway's stable error code (`error.data.code`)."""
+    return unwrap(exc).error.data["code"]
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from gateway.config import GatewayConfig
 from providers.echo import EchoProvider
 from providers.sdk import ProviderBase, Tool
 from tests.conftest import POLICIES
-from tests.harness import RunningGateway, running_gateway
+from tests.harness import RunningGateway, code_of, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -48,18 +48,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(state), health_timeout_s=0.5)
     with running_gateway(config, providers=[EchoProvider(), SlowProvider()]) as running:
         yield running
-
-
-def unwrap(exc: BaseException) -> MCPError:
-    """The MCPError inside the exception groups the client may wrap it in."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, MCPError), repr(exc)
-    return exc
-
-
-def code_of(exc: BaseException) -> str:
-    return unwrap(exc).error.data["code"]
 
 
 async def call(gw: RunningGateway, token: str | None, tool: str, args: dict[str, Any] | None = None,

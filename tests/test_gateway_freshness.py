@@ -11,8 +11,8 @@ import pytest
 
 from gateway.config import GatewayConfig
 from tests.conftest import POLICIES, require_service
-from tests.harness import RunningGateway, running_gateway
-from tests.test_gateway_e2e import call, code_of, unwrap
+from tests.harness import RunningGateway, code_of, running_gateway, unwrap
+from tests.test_gateway_e2e import call
 
 pytestmark = pytest.mark.anyio
 ACTIVE, BANNED, DELETED = (str(uuid.uuid4()) for _ in range(3))

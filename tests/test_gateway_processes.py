@@ -39,11 +39,10 @@ from gateway.config import GatewayConfig
 from gateway.serve import DEV_SECRET, demo_user_id, mint_token
 from providers.sdk.vault import EmbeddedVault
 from tests.conftest import POLICIES, ROOT
-from tests.harness import free_port
+from tests.harness import free_port, unwrap
 
 pytestmark = pytest.mark.anyio
 
-REDIS_URL = os.environ.get("OPSGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 ISSUER = GatewayConfig().auth_issuer
 LIMIT = 40  # the viewer's reads tier in the tests' bundle copy
@@ -52,26 +51,6 @@ LIMIT = 40  # the viewer's reads tier in the tests' bundle copy
 # -- plumbing ------------------------------------------------------------------------------------
 
 
-def redis_problem() -> str | None:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except redis.RedisError as exc:
-        return f"Redis at {REDIS_URL} unreachable: {exc}"
-    return None
-
-
-@pytest.fixture
-def redis_url() -> str:
-    problem = redis_problem()
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (CI=true: Redis tests must run)")
-        pytest.skip(problem)
-    return REDIS_URL
 
 
 def copy_policies(dst: Path, *, viewer_reads: str | None = None) -> Path:
@@ -150,16 +129,6 @@ async def mcp_client(url: str, token: str | None, mode: str = "auto") -> Any:
         yield c
 
 
-def mcp_error(exc: BaseException) -> MCPError:
-    """The MCPError, even when the client wraps it in exception groups."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, MCPError), repr(exc)
-    return exc
-
-
-def code_of(exc: BaseException) -> str:
-    return mcp_error(exc).error.data["code"]
 
 
 # -- two processes, one Redis budget ------------------------------------------------------------
@@ -191,7 +160,7 @@ async def test_two_gateway_processes_share_one_redis_budget(tmp_path: Path, redi
                     try:
                         result = await c.call_tool("echo.ping", {"message": f"{i}:{n}"})
                     except MCPError as exc:
-                        err = mcp_error(exc)
+                        err = unwrap(exc)
                         outcomes.append((i, err.error.data["code"], err.error.data))
                     else:
                         assert not result.is_error, result
@@ -252,7 +221,7 @@ async def test_unreachable_redis_fails_closed_but_untiered_calls_pass(tmp_path: 
         with pytest.raises(BaseException) as err:
             async with mcp_client(gw.url, viewer) as c:
                 await c.call_tool("echo.ping", {"message": "hi"})
-        e = mcp_error(err.value)
+        e = unwrap(err.value)
         assert e.error.code == -32029 and e.error.data["code"] == "RATE_LIMIT", e.error
         assert e.error.data["limiter_error"].startswith("rate limiter unavailable"), e.error.data
         assert e.error.data["bucket"] == "reads" and e.error.data["retry_after_s"] >= 1
@@ -306,7 +275,7 @@ async def test_sighup_reloads_the_bundle_and_a_broken_one_is_refused(tmp_path: P
                 with pytest.raises(BaseException) as err:
                     async with mcp_client(gw.url, viewer) as c:
                         await c.call_tool("echo.ping", {})
-                data = mcp_error(err.value).error.data
+                data = unwrap(err.value).error.data
                 assert data["code"] == "FORBIDDEN" and data["policy_ids"] == ["lockdown"], data
                 assert data["bundle_revision"] == locked["revision"], data
 

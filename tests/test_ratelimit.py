@@ -38,7 +38,7 @@ from gateway.ratelimit.headers import sf_string
 from gateway.ratelimit.redis import redis_key
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("OPSGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
 S = 1_000_000  # µs
 KEY = LimitKey("alice", "omega")
 
@@ -74,27 +74,6 @@ async def burst(limiter: Limiter, n: int, t: Tier, key: LimitKey = KEY) -> list[
 
 # --- Redis plumbing ------------------------------------------------------------------------
 
-_redis_state: dict[str, str | None] = {}
-
-
-def _redis_problem() -> str | None:
-    if "problem" not in _redis_state:
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
-            _redis_state["problem"] = None
-        except redis.RedisError as exc:
-            _redis_state["problem"] = f"Redis at {REDIS_URL} unreachable: {exc}"
-    return _redis_state["problem"]
-
-
-@pytest.fixture
-def redis_url() -> str:
-    problem = _redis_problem()
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (CI=true: Redis tests must run)")
-        pytest.skip(problem)
-    return REDIS_URL
 
 
 @pytest.fixture
