@@ -207,8 +207,7 @@ class Engine:
         """The Cedar entities for a request and the ancestor keys of its principal and resource,
         both from the same data. Cached per bundle by what the request contributes."""
         is_host = req.resource.type == "Ops::Host"
-        key = (b.revision, _ENCODE(req.entities) if req.entities else b"", str(req.principal),
-               str(req.resource), is_host)
+        key = (b.revision, _ENCODE(req.entities) if req.entities else b"", req.principal, req.resource)
         hit = self._resolved.get(key)
         if hit is not None:
             return hit
