@@ -73,7 +73,7 @@ class Raw:
 
     def __init__(self, eng: Engine, requests: list[Request]) -> None:
         b = eng.bundle
-        self.policies = b.enforce.full_set()
+        self.policies = b.reference_sets()["enforce"]  # authorization only: the strict baseline
         self.schema = b.schema
         now = cedar_datetime(NOW)
         handles: dict[str, Any] = {}
@@ -138,9 +138,8 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
     """Where a warm decide() spends its time: each Cedar call it makes, and Python around them.
     A separate pass with is_authorized wrapped; its timings are not mixed with the table's.
 
-    decide() calls Cedar in a fixed order: the enforce slice; then, when the bundle has dryrun
-    policies, the slice of all policies (the shadow decision); then, when the request is
-    allowed and a tier policy is in scope, the tier slice."""
+    decide() calls Cedar once for the enforce slice (authorization and rate tiers together), then
+    once more for the dryrun-only slice when a dryrun policy's scope can match (the shadow)."""
     spent: list[int] = []
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,8 +151,7 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
                 spent.append(ns() - t0)
         return timed
 
-    shadow = bool(eng.bundle.dryrun_ids)
-    by_call: dict[str, list[int]] = {"enforce": [], "shadow": [], "tier": []}
+    by_call: dict[str, list[int]] = {"enforce": [], "shadow": []}
     inside: list[int] = []
     calls: list[int] = []
     total: list[int] = []
@@ -165,7 +163,7 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
             total.append(ns() - t0)
             inside.append(sum(spent))
             calls.append(len(spent))
-            for name, t in zip(("enforce", "shadow", "tier") if shadow else ("enforce", "tier"), spent, strict=False):
+            for name, t in zip(("enforce", "shadow"), spent, strict=False):
                 by_call[name].append(t)
     b = eng.bundle
     sizes = [len(b.enforce.slice(k)[0]) for k in b.enforce.hot_keys(len(requests))]
@@ -400,13 +398,12 @@ def render(result: dict[str, Any]) -> str:
                      f"{cd['p50_us']:>15} {cd['p99_us']:>8} | {cr['p50_us']:>12} {cr['p99_us']:>8}")
     lines += ["", "anatomy of a warm decide() (p50 us of each Cedar call it makes, and of the Python around them)",
               f"{'policies':>8} | {'enforce':>7} {'dryrun':>6} | {'calls':>5} | {'enforce':>7} {'shadow (n)':>16} "
-              f"{'tier (n)':>14} | {'all cedar':>9} {'python':>6} | {'slice mean':>10} {'max':>4} | {'load s':>6}"]
+              f"| {'all cedar':>9} {'python':>6} | {'slice mean':>10} {'max':>4} | {'load s':>6}"]
     for r in result["sizes"]:
         a = r["anatomy"]
         shadow = f"{a['shadow_p50_us']} ({a['shadow_calls']})"
-        tier = f"{a['tier_p50_us']} ({a['tier_calls']})"
         lines.append(f"{r['policies']:>8} | {r['enforce_policies']:>7} {r['dryrun_policies']:>6} | "
-                     f"{a['cedar_calls_per_decide']:>5} | {a['enforce_p50_us']:>7} {shadow:>16} {tier:>14} | "
+                     f"{a['cedar_calls_per_decide']:>5} | {a['enforce_p50_us']:>7} {shadow:>16} | "
                      f"{a['in_cedar_p50_us']:>9} {a['python_p50_us']:>6} | {a['mean_slice']:>10} {a['max_slice']:>4} | "
                      f"{r['load_s']:>6}")
     rl = result.get("reload")

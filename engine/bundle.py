@@ -25,7 +25,7 @@ import cedarpy
 import msgspec
 
 from engine import allowlist, catalogue
-from engine.index import Slicer, scope_keys, uid_key
+from engine.index import Key, PolicySets, Slicer, policy_set_json, scope_keys, uid_key
 from engine.model import BundleError, Issue
 
 POLICY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/*@+-]{0,199}$")
@@ -43,6 +43,11 @@ class PolicyRecord(msgspec.Struct, frozen=True):
     mode: str
     est: str  # the policy in Cedar's JSON form, compact
     annotations: dict[str, str]
+    scope: tuple[tuple[Key, ...], tuple[Key, ...], tuple[Key, ...]]  # index keys: principal, action, resource
+
+    @property
+    def fragment(self) -> str:
+        return f"{json.dumps(self.id)}:{self.est}"
 
 
 def parse_limit(text: str) -> tuple[int, int] | None:
@@ -58,7 +63,8 @@ class Bundle:
 
     def __init__(self, *, root: Path, revision: str, schema_text: str, schema: cedarpy.Schema,
                  catalogue: catalogue.Catalogue, policies: list[PolicyRecord], tiers: list[PolicyRecord],
-                 static_entities: list[dict[str, Any]], args_types: dict[str, Any]) -> None:
+                 static_entities: list[dict[str, Any]], args_types: dict[str, Any],
+                 sets: PolicySets | None = None) -> None:
         self.root = root
         self.revision = revision
         self.schema_text = schema_text
@@ -69,24 +75,36 @@ class Bundle:
         self.args_types = args_types
         self.static_entities = static_entities
         self.by_id = {p.id: p for p in (*policies, *tiers)}
-        self.enforce = _slicer(p for p in policies if p.mode == "enforce")
-        self.dryrun_ids = frozenset(p.id for p in policies if p.mode == "dryrun")
-        self.everything = _slicer(policies) if self.dryrun_ids else self.enforce
-        self.tier_index = _slicer(tiers)
+        self.sets = sets if sets is not None else PolicySets()
+        # One evaluation answers both "allowed?" and "which tiers?": tier policies are permits, so
+        # Cedar's Allow reasons list every satisfied one, and a forbid still denies (engine.split).
+        self.enforce = _slicer([*(p for p in policies if p.mode == "enforce"), *tiers], self.sets)
+        self.tier_ids = frozenset(t.id for t in tiers)
+        dryrun = [p for p in policies if p.mode == "dryrun"]
+        self.dryrun_ids = frozenset(p.id for p in dryrun)
+        self.dryrun = _slicer(dryrun, self.sets)
         self.static_parents = {uid_key(e["uid"]): [uid_key(p) for p in e["parents"]] for e in static_entities}
         self.static_ancestors = {k: _closure(k, self.static_parents) for k in self.static_parents}
         self.static_entities_json = json.dumps(static_entities)
         self.static_entities_handle = cedarpy.Entities.from_json_str(self.static_entities_json, schema)
+        self.entity_epoch = 0  # set by Engine.reload: unchanged while schema and static entities are
         self.action_ancestors: dict[str, frozenset[str]] = {}
-        self._action_groups = sorted(self.enforce.action_keys | self.everything.action_keys
-                                     | self.tier_index.action_keys)
+        groups = sorted(self.enforce.action_keys | self.dryrun.action_keys)
         self._group_probe = cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": {
             k: {"effect": "permit", "principal": {"op": "All"}, "resource": {"op": "All"}, "conditions": [],
-                "action": {"op": "in", "entity": _uid_of_key(k)}} for k in self._action_groups
+                "action": {"op": "in", "entity": _uid_of_key(k)}} for k in groups
         }, "templates": {}, "templateLinks": []}))
         self._schema_entities = cedarpy.Entities.from_json_str("[]", schema)
         for tool in catalogue.tools:
             self.ancestors_of_action(tool.name)
+
+    def reference_sets(self) -> dict[str, cedarpy.PolicySet]:
+        """Unsliced sets built straight from the records (for differential tests and benchmarks):
+        enforced authorization policies, those plus the dryrun ones, and the tier policies."""
+        def build(records: Iterable[PolicyRecord]) -> cedarpy.PolicySet:
+            return cedarpy.PolicySet.from_json_str(policy_set_json(r.fragment for r in records))
+        return {"enforce": build(p for p in self.policies if p.mode == "enforce"),
+                "everything": build(self.policies), "tiers": build(self.tiers)}
 
     def ancestors_of_action(self, action: str) -> frozenset[str]:
         """The action's uid and every action group it is in, as the schema defines them.
@@ -129,13 +147,8 @@ def _closure(key: str, parents: dict[str, list[str]]) -> frozenset[str]:
     return frozenset(seen)
 
 
-def _slicer(records: Iterable[PolicyRecord]) -> Slicer:
-    records = list(records)
-    scopes = []
-    for r in records:
-        est = json.loads(r.est)
-        scopes.append((scope_keys(est["principal"]), scope_keys(est["action"]), scope_keys(est["resource"])))
-    return Slicer([r.id for r in records], [r.est for r in records], scopes)
+def _slicer(records: list[PolicyRecord], sets: PolicySets) -> Slicer:
+    return Slicer([r.fragment for r in records], [r.scope for r in records], sets)
 
 
 def bundle_files(root: Path) -> list[Path]:
@@ -194,13 +207,13 @@ def _parse_policies(text: str, file: str, tier: bool, seen: dict[str, str],
         elif "limit" in ann or "bucket" in ann:
             issues.append(Issue(file, "@limit/@bucket only mean something in tiers/*.cedar", pid))
         try:
-            for dim in ("principal", "action", "resource"):
-                scope_keys(est[dim])
+            scope = (tuple(scope_keys(est["principal"])), tuple(scope_keys(est["action"])),
+                     tuple(scope_keys(est["resource"])))
         except ValueError as e:
             issues.append(Issue(file, str(e), pid))
             continue
         records.append(PolicyRecord(pid, file, est["effect"], mode, json.dumps(est, separators=(",", ":")),
-                                    {k: str(v) for k, v in ann.items()}))
+                                    {k: str(v) for k, v in ann.items()}, scope))
     return records, positional
 
 
@@ -213,11 +226,13 @@ def _validate(text: str, file: str, schema: cedarpy.Schema, positional: dict[str
         issues.append(Issue(file, message, pid))
 
 
-def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] = ()) -> Bundle:
+def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] = (),
+                sets: PolicySets | None = None) -> Bundle:
     """Load, validate and index the bundle at `root`. Raises BundleError listing every problem.
 
     `extra_policies` are (file label, Cedar text) pairs compiled in alongside the files, e.g.
-    the grants of approved deviation exceptions.
+    the grants of approved deviation exceptions. `sets` is the compiled-PolicySet cache to share
+    with the bundle this one replaces.
     """
     root = Path(root)
     issues: list[Issue] = []
@@ -265,7 +280,7 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
     if issues:
         raise BundleError(issues)
     return Bundle(root=root, revision=revision, schema_text=schema_text, schema=schema, catalogue=cat,
-                  policies=policies, tiers=tiers, static_entities=static, args_types=types)
+                  policies=policies, tiers=tiers, static_entities=static, args_types=types, sets=sets)
 
 
 def _static_entities(root: Path, cat: catalogue.Catalogue, allow_providers: list[str],

@@ -14,7 +14,7 @@ that swaps the bundle mid-call cannot mix two revisions into one decision.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import threading
 import time
@@ -29,34 +29,44 @@ import msgspec
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
-from engine.index import Slicer, uid_key
+from engine.index import uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
 # Cedar's message for a policy that failed to evaluate. Anchored: other errors (a refused
 # request) quote caller-supplied context, which may contain text shaped like this.
 _ERRORED = re.compile(r"error while evaluating policy `([^`]*)`")
 _ENCODE = msgspec.json.Encoder().encode
-_ALLOW = cedarpy.Decision.Allow
 
 
 def new_decision_id() -> str:
-    """A UUIDv7 (time-ordered, so audit rows index well) as a string."""
+    """A UUIDv7 (time-ordered, so audit rows index well) as a string. Its random bits identify,
+    they do not protect anything, so the fast PRNG (reseeded after fork) is enough."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(80)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def cedar_datetime(now: datetime) -> dict[str, Any]:
-    if now.tzinfo is None:
+    offset = now.utcoffset()
+    if offset is None:
         raise ValueError("the engine's clock must be timezone-aware")
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-    return {"__extn": {"fn": "datetime", "arg": stamp}}
+    if offset:
+        now = now.astimezone(UTC)
+    return {"__extn": {"fn": "datetime", "arg": now.isoformat(timespec="milliseconds")[:23] + "Z"}}
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Raw(msgspec.Struct, frozen=True):
+    """Cedar's own answer for one set of policies, before our fail-closed rules."""
+
+    decision: str  # "Allow" | "Deny" | "NoDecision"
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
 
 
 class Verdict(msgspec.Struct, frozen=True):
@@ -65,24 +75,62 @@ class Verdict(msgspec.Struct, frozen=True):
     errors: tuple[str, ...]
 
 
-def verdict(result: cedarpy.AuthzResult, effect_of: Callable[[str], str | None]) -> Verdict:
+def _raw(result: cedarpy.AuthzResult) -> Raw:
+    return Raw(result.decision.value, tuple(result.diagnostics.reasons), tuple(result.diagnostics.errors))
+
+
+def errored_policy(error: str) -> str | None:
+    """The policy an evaluation error belongs to. Only Cedar's own prefix counts: a refused
+    request's error quotes the caller's arguments, which may contain any text."""
+    m = _ERRORED.match(error)
+    return m[1] if m else None
+
+
+def split(raw: Raw, tier_ids: frozenset[str]) -> tuple[Raw, tuple[str, ...], tuple[str, ...]]:
+    """One evaluation of authorization + tier policies -> (authorization alone, satisfied tiers,
+    tier errors). Exact because tier policies are permits: an Allow lists every satisfied permit
+    (ours and the tiers'), a Deny lists only forbids, and tier errors carry the tier's id."""
+    if not tier_ids:
+        return raw, (), ()
+    errors = tuple(e for e in raw.errors if errored_policy(e) not in tier_ids)
+    tier_errors = tuple(e for e in raw.errors if errored_policy(e) in tier_ids)
+    if raw.decision != "Allow":
+        return Raw(raw.decision, raw.reasons, errors), (), tier_errors
+    permits = tuple(r for r in raw.reasons if r not in tier_ids)
+    tiers = tuple(r for r in raw.reasons if r in tier_ids)
+    return Raw("Allow" if permits else "Deny", permits, errors), tiers, tier_errors
+
+
+def merge(a: Raw, b: Raw) -> Raw:
+    """Cedar's answer for the union of two disjoint policy sets evaluated separately on the same
+    request: any satisfied forbid denies (reasons: all of them), else any satisfied permit allows
+    (reasons: all of them), else deny."""
+    if a.decision == "NoDecision" or b.decision == "NoDecision":
+        return Raw("NoDecision", (), a.errors if a.decision == "NoDecision" else b.errors)
+    errors = a.errors + b.errors
+    forbids = (a.reasons if a.decision == "Deny" else ()) + (b.reasons if b.decision == "Deny" else ())
+    if forbids:
+        return Raw("Deny", forbids, errors)
+    permits = (a.reasons if a.decision == "Allow" else ()) + (b.reasons if b.decision == "Allow" else ())
+    return Raw("Allow" if permits else "Deny", permits, errors)
+
+
+def verdict(raw: Raw, effect_of: Callable[[str], str | None]) -> Verdict:
     """Cedar's answer with erroring forbids counted as satisfied (see the module docstring)."""
-    errors = tuple(result.diagnostics.errors)
-    reasons = tuple(result.diagnostics.reasons)
-    allowed = result.decision == _ALLOW
-    if errors:
+    allowed = raw.decision == "Allow"
+    reasons = raw.reasons
+    if raw.errors:
         failing = []
-        for err in errors:
-            m = _ERRORED.match(err)
-            pid = m[1] if m else None
+        for err in raw.errors:
+            pid = errored_policy(err)
             if pid is None or effect_of(pid) != "permit":
                 allowed = False
                 if pid is not None:
                     failing.append(pid)
         if failing:
-            forbids = reasons if result.decision != _ALLOW else ()
+            forbids = reasons if raw.decision != "Allow" else ()
             reasons = tuple(dict.fromkeys((*forbids, *failing)))
-    return Verdict(allowed, reasons, errors)
+    return Verdict(allowed, reasons, raw.errors)
 
 
 class _Resolved(msgspec.Struct, frozen=True):
@@ -122,20 +170,23 @@ class Engine:
         """Load the bundle again (from `root` or the same directory) and swap it in atomically.
 
         On any problem the current bundle stays active and the problems are returned (and kept
-        in `last_error` for status). The new bundle's hottest slices are built before the swap,
-        so decisions do not pay for them afterwards.
+        in `last_error` for status). Before the swap, the new bundle's slices for every request
+        shape seen lately are built (sharing compiled sets whose policies did not change), so
+        decisions after the swap do not pay for them; resolved entities are kept when neither
+        the schema nor the static entities changed.
         """
         with self._reload_lock:
             old = self._bundle
             try:
-                new = load_bundle(root or old.root, extra_policies=self._extra())
+                new = load_bundle(root or old.root, extra_policies=self._extra(), sets=old.sets)
             except BundleError as e:
                 self.last_error = e
                 return False, e.issues
             new.enforce.warm(old.enforce.hot_keys())
-            new.tier_index.warm(old.tier_index.hot_keys())
+            new.dryrun.warm(old.dryrun.hot_keys())
+            same = (new.schema_text, new.static_entities_json) == (old.schema_text, old.static_entities_json)
+            new.entity_epoch = old.entity_epoch if same else old.entity_epoch + 1
             self._bundle = new
-            self._resolved = {}
             self.last_error = None
             self.activated_at = utcnow()
             return True, ()
@@ -160,54 +211,48 @@ class Engine:
         resolved = self._resolve(b, req)
         if resolved.entities is None:
             return self._decision(b, start, Verdict(False, (), (resolved.error or "invalid entities",)))
-        action_keys = b.ancestors_of_action(req.action)
+        keys = (resolved.principal_keys, b.ancestors_of_action(req.action), resolved.resource_keys)
         # Encoded once here with msgspec: cedarpy would re-encode a dict with stdlib json on every
-        # evaluation (enforce, dryrun, tiers), and it accepts the JSON text as is.
+        # evaluation, and it accepts the JSON text as is.
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                    "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
-        keys = (resolved.principal_keys, action_keys, resolved.resource_keys)
-        effect_of = b.effect_of
-        v = self._evaluate(b.enforce, keys, request, resolved.entities, b, effect_of)
+        _, ps = b.enforce.slice_for(*keys)
+        authz, tier_ids, tier_errors = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)),
+                                             b.tier_ids)
+        v = verdict(authz, b.effect_of)
 
         shadow = None
         if b.dryrun_ids:
-            _, dry_ps = b.everything.slice(b.everything.request_key(*keys))
-            sv = verdict(cedarpy.is_authorized(request, dry_ps, resolved.entities, b.schema), effect_of)
-            if sv.allowed != v.allowed:
-                shadow = Shadow(sv.allowed, sv.reasons)
+            indices, dry_ps = b.dryrun.slice_for(*keys)
+            if indices:  # only when a dryrun policy's scope can match: else it cannot differ
+                dry = _raw(cedarpy.is_authorized(request, dry_ps, resolved.entities, b.schema))
+                sv = verdict(merge(authz, dry), b.effect_of)
+                if sv.allowed != v.allowed:
+                    shadow = Shadow(sv.allowed, sv.reasons)
 
         tiers: tuple[Tier, ...] = ()
-        if v.allowed and len(b.tier_index):
-            tier_key = b.tier_index.request_key(*keys)
-            indices, tier_ps = b.tier_index.slice(tier_key)
-            if indices:
-                tv = verdict(cedarpy.is_authorized(request, tier_ps, resolved.entities, b.schema), effect_of)
-                if tv.errors:
-                    v = Verdict(False, v.reasons, (*v.errors, *(f"rate tier: {e}" for e in tv.errors)))
-                elif tv.allowed:
-                    tiers = tuple(_tier(b, pid, req.action) for pid in sorted(tv.reasons))
+        if v.allowed:
+            if tier_errors:  # without the tier we cannot know the limit: deny
+                v = Verdict(False, v.reasons, (*v.errors, *(f"rate tier: {e}" for e in tier_errors)))
+            else:
+                tiers = tuple(_tier(b, pid, req.action) for pid in sorted(tier_ids))
         return self._decision(b, start, v, shadow, tiers)
-
-    @staticmethod
-    def _evaluate(slicer: Slicer, keys: tuple[frozenset[str], ...], request: dict[str, Any], entities: Any,
-                  b: Bundle, effect_of: Callable[[str], str | None]) -> Verdict:
-        _, ps = slicer.slice(slicer.request_key(*keys))
-        return verdict(cedarpy.is_authorized(request, ps, entities, b.schema), effect_of)
 
     def _decision(self, b: Bundle, start: int, v: Verdict, shadow: Shadow | None = None,
                   tiers: tuple[Tier, ...] = ()) -> Decision:
-        applied = tuple(r for r in v.reasons if r in b.by_id and "exception" in b.by_id[r].annotations)
+        applied = tuple(b.by_id[r].annotations["exception"] for r in v.reasons
+                        if r in b.by_id and "exception" in b.by_id[r].annotations)
         return Decision(
             decision_id=new_decision_id(), allowed=v.allowed, reasons=v.reasons, errors=v.errors,
             bundle_revision=b.revision, mode="dryrun" if shadow else "enforce", shadow=shadow, tiers=tiers,
-            exceptions_applied=tuple(b.by_id[r].annotations["exception"] for r in applied),
-            latency_us=(time.perf_counter_ns() - start) / 1000)
+            exceptions_applied=applied, latency_us=(time.perf_counter_ns() - start) / 1000)
 
     def _resolve(self, b: Bundle, req: Request) -> _Resolved:
         """The Cedar entities for a request and the ancestor keys of its principal and resource,
-        both from the same data. Cached per bundle by what the request contributes."""
+        both from the same data. Cached by what the request contributes, per entity epoch (which a
+        reload changes only when the schema or the static entities change)."""
         is_host = req.resource.type == "Ops::Host"
-        key = (b.revision, _ENCODE(req.entities) if req.entities else b"", req.principal, req.resource)
+        key = (b.entity_epoch, _ENCODE(req.entities) if req.entities else b"", req.principal, req.resource)
         hit = self._resolved.get(key)
         if hit is not None:
             return hit
@@ -219,9 +264,8 @@ class Engine:
             k = f'{e["uid"]["type"]}::"{e["uid"]["id"]}"'
             parents[k] = [f'{p["type"]}::"{p["id"]}"' for p in e["parents"]]
         try:
-            if extra:
-                ents = cedarpy.Entities.from_json_str(b.static_entities_json[:-1] + ("," if b.static_entities
-                                                      else "") + _ENCODE(extra).decode()[1:], b.schema)
+            if extra:  # the static handle is cloned, not re-parsed
+                ents = b.static_entities_handle.with_added_json_str(_ENCODE(extra).decode(), b.schema)
             else:
                 ents = b.static_entities_handle
             # Keys as the index and `parents` spell them (uid_key, unescaped). str(Uid) escapes
@@ -261,4 +305,4 @@ def _tier(b: Bundle, pid: str, action: str) -> Tier:
     return Tier(policy_id=pid, bucket=ann["bucket"].replace("{tool}", action), limit=limit, period_s=period)
 
 
-__all__ = ["Engine", "Verdict", "cedar_datetime", "new_decision_id", "utcnow", "verdict"]
+__all__ = ["Engine", "Raw", "Verdict", "cedar_datetime", "merge", "new_decision_id", "split", "utcnow", "verdict"]

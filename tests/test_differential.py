@@ -84,13 +84,12 @@ class Reference:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.effect = {p.id: p.effect for p in (*bundle.policies, *bundle.tiers)}
-        enforce_ids = {p.id for p in bundle.policies if p.mode == "enforce"}
-        self.full = bundle.enforce.full_set()
-        self.everything = bundle.everything.full_set()
-        self.tiers = bundle.tier_index.full_set()
-        # The full sets must really be full: the test is meaningless against a partial one.
-        assert len(bundle.enforce) == len(enforce_ids)
-        assert len(bundle.everything) == len(bundle.policies)
+        # Built straight from the policy records, not through the engine's slicers or caches:
+        # enforced authorization policies; those plus the dryrun ones; the tier policies.
+        sets = bundle.reference_sets()
+        self.full, self.everything, self.tiers = sets["enforce"], sets["everything"], sets["tiers"]
+        assert len(self.full) == sum(p.mode == "enforce" for p in bundle.policies)
+        assert len(self.everything) == len(bundle.policies) and len(self.tiers) == len(bundle.tiers)
         self._entities: dict[str, Any] = {}
 
     def entities(self, req: Request) -> Any:
