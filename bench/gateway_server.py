@@ -14,6 +14,7 @@ from mcp import types
 from gateway.config import GatewayConfig
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.pipeline import to_result
+from gateway.registry import Registry
 from gateway.serve import build_app
 from providers.echo import EchoProvider
 from providers.sdk import CallContext
@@ -28,13 +29,15 @@ class BarePipeline:
     """Calls the echo tool directly: what serving costs without governance."""
 
     def __init__(self) -> None:
-        self.tools = {f"echo.{t.name}": t for t in EchoProvider().tools()}
+        self.registry = Registry([EchoProvider()])
 
     def list_tools(self, caller: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[])
+        # The same list the governed server gives (unfiltered): the client looks tools up in it.
+        return types.ListToolsResult(tools=[types.Tool(name=t.name, description=t.tool.description,
+                                                       input_schema=t.input_schema) for t in self.registry.tools])
 
     async def call_tool(self, caller: Any, name: str, arguments: Any, out: Any = None) -> types.CallToolResult:
-        tool = self.tools[name]
+        tool = self.registry.get(name).tool  # type: ignore[union-attr]
         args = tool.input(**(arguments or {}))
         return to_result(await tool.handler(CallContext(caller.id, name, ""), args))
 

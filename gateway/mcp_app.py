@@ -66,7 +66,14 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             if sink is not None and out.limits:
                 sink.update(rate_limit_headers(out.limits))
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # Without this the SDK runs the tools/list handler on every 2026-07-28 tools/call to find
+        # the schema, and ours decides visibility for every tool: a policy decision per tool per call.
+        registered = pipeline.registry.get(name)
+        return registered.input_schema if registered is not None else None
+
     return Server("opsgate", version=version, on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+                  get_tool_input_schema=input_schema,
                   instructions="opsgate: every ops tool, decided by policy and audited.")
 
 
