@@ -25,7 +25,7 @@ import cedarpy
 import msgspec
 
 from engine import allowlist, catalogue
-from engine.index import Key, PolicySets, Slicer, policy_set_json, scope_keys, uid_key
+from engine.index import Key, PolicySets, Slicer, policy_set_json, request_keys, scope_keys, uid_key
 from engine.model import BundleError, Issue
 
 POLICY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/*@+-]{0,199}$")
@@ -48,6 +48,14 @@ class PolicyRecord(msgspec.Struct, frozen=True):
     @property
     def fragment(self) -> str:
         return f"{json.dumps(self.id)}:{self.est}"
+
+    @property
+    def marker_fragment(self) -> str:
+        """The policy as a permit. A dryrun policy is evaluated in this form alongside the enforced
+        ones: whether its marker is among an Allow's reasons says whether it would be satisfied,
+        and as a permit it cannot deny anything (engine.split)."""
+        marker = json.dumps({**json.loads(self.est), "effect": "permit"}, separators=(",", ":"))
+        return f"{json.dumps(self.id)}:{marker}"
 
 
 def parse_limit(text: str) -> tuple[int, int] | None:
@@ -76,20 +84,22 @@ class Bundle:
         self.static_entities = static_entities
         self.by_id = {p.id: p for p in (*policies, *tiers)}
         self.sets = sets if sets is not None else PolicySets()
-        # One evaluation answers both "allowed?" and "which tiers?": tier policies are permits, so
-        # Cedar's Allow reasons list every satisfied one, and a forbid still denies (engine.split).
-        self.enforce = _slicer([*(p for p in policies if p.mode == "enforce"), *tiers], self.sets)
-        self.tier_ids = frozenset(t.id for t in tiers)
+        # One evaluation answers "allowed?", "which tiers?" and "what would the dryrun policies
+        # do?": tier policies and dryrun markers are permits, so Cedar's Allow reasons list every
+        # satisfied one, while only enforced forbids can deny (engine.split).
         dryrun = [p for p in policies if p.mode == "dryrun"]
+        self.tier_ids = frozenset(t.id for t in tiers)
+        self.tier_cache: dict[tuple[str, str], Any] = {}  # (policy id, action) -> engine Tier
         self.dryrun_ids = frozenset(p.id for p in dryrun)
-        self.dryrun = _slicer(dryrun, self.sets)
+        enforced = [p for p in policies if p.mode == "enforce"]
+        self.enforce = Slicer([*(r.fragment for r in (*enforced, *tiers)), *(r.marker_fragment for r in dryrun)],
+                              [r.scope for r in (*enforced, *tiers, *dryrun)], self.sets)
         self.static_parents = {uid_key(e["uid"]): [uid_key(p) for p in e["parents"]] for e in static_entities}
-        self.static_ancestors = {k: _closure(k, self.static_parents) for k in self.static_parents}
         self.static_entities_json = json.dumps(static_entities)
         self.static_entities_handle = cedarpy.Entities.from_json_str(self.static_entities_json, schema)
         self.entity_epoch = 0  # set by Engine.reload: unchanged while schema and static entities are
-        self.action_ancestors: dict[str, frozenset[str]] = {}
-        groups = sorted(self.enforce.action_keys | self.dryrun.action_keys)
+        self.action_ancestors: dict[str, frozenset[Key]] = {}
+        groups = sorted(k[1] for k in self.enforce.action_keys if k and k[0] == "in")
         self._group_probe = cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": {
             k: {"effect": "permit", "principal": {"op": "All"}, "resource": {"op": "All"}, "conditions": [],
                 "action": {"op": "in", "entity": _uid_of_key(k)}} for k in groups
@@ -106,8 +116,9 @@ class Bundle:
         return {"enforce": build(p for p in self.policies if p.mode == "enforce"),
                 "everything": build(self.policies), "tiers": build(self.tiers)}
 
-    def ancestors_of_action(self, action: str) -> frozenset[str]:
-        """The action's uid and every action group it is in, as the schema defines them.
+    def ancestors_of_action(self, action: str) -> frozenset[Key]:
+        """The index keys of an action: itself, and every action group it is in as the schema
+        defines them (engine.index.request_keys).
 
         Asked of Cedar itself (one probe per action, cached) so the index can never disagree
         with the hierarchy Cedar evaluates.
@@ -117,7 +128,7 @@ class Bundle:
             me = {"type": "Ops::Action", "id": action}
             res = cedarpy.is_authorized({"principal": me, "action": me, "resource": me, "context": {}},
                                         self._group_probe, self._schema_entities)
-            found = frozenset((uid_key(me), *res.diagnostics.reasons))
+            found = request_keys(uid_key(me), "Ops::Action", res.diagnostics.reasons)
             self.action_ancestors[action] = found
         return found
 
@@ -134,21 +145,6 @@ class Bundle:
 def _uid_of_key(key: str) -> dict[str, str]:
     head, _, rest = key.partition('::"')
     return {"type": head, "id": rest[:-1]}
-
-
-def _closure(key: str, parents: dict[str, list[str]]) -> frozenset[str]:
-    seen: set[str] = set()
-    stack = list(parents.get(key, ()))
-    while stack:
-        k = stack.pop()
-        if k not in seen:
-            seen.add(k)
-            stack.extend(parents.get(k, ()))
-    return frozenset(seen)
-
-
-def _slicer(records: list[PolicyRecord], sets: PolicySets) -> Slicer:
-    return Slicer([r.fragment for r in records], [r.scope for r in records], sets)
 
 
 def bundle_files(root: Path) -> list[Path]:

@@ -29,7 +29,7 @@ import msgspec
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
-from engine.index import uid_key
+from engine.index import Key, request_keys, uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
 # Cedar's message for a policy that failed to evaluate. Anchored: other errors (a refused
@@ -42,10 +42,9 @@ def new_decision_id() -> str:
     """A UUIDv7 (time-ordered, so audit rows index well) as a string. Its random bits identify,
     they do not protect anything, so the fast PRNG (reseeded after fork) is enough."""
     ms = time.time_ns() // 1_000_000
-    rand = random.getrandbits(80)
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    rand = random.getrandbits(74)
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 (measured: ~2x faster than f-string slicing)
+        ms >> 16, ms & 0xFFFF, 0x7000 | (rand >> 62), 0x8000 | ((rand >> 48) & 0x3FFF), rand & 0xFFFFFFFFFFFF)
 
 
 def cedar_datetime(now: datetime) -> dict[str, Any]:
@@ -86,19 +85,39 @@ def errored_policy(error: str) -> str | None:
     return m[1] if m else None
 
 
-def split(raw: Raw, tier_ids: frozenset[str]) -> tuple[Raw, tuple[str, ...], tuple[str, ...]]:
-    """One evaluation of authorization + tier policies -> (authorization alone, satisfied tiers,
-    tier errors). Exact because tier policies are permits: an Allow lists every satisfied permit
-    (ours and the tiers'), a Deny lists only forbids, and tier errors carry the tier's id."""
-    if not tier_ids:
-        return raw, (), ()
-    errors = tuple(e for e in raw.errors if errored_policy(e) not in tier_ids)
-    tier_errors = tuple(e for e in raw.errors if errored_policy(e) in tier_ids)
+class Split(msgspec.Struct, frozen=True):
+    authz: Raw  # the enforced authorization policies alone
+    tiers: tuple[str, ...]  # satisfied tier policies
+    tier_errors: tuple[str, ...]
+    dryrun: Raw | None  # the dryrun policies alone (None: cannot matter, an enforced forbid holds)
+
+
+def split(raw: Raw, tier_ids: frozenset[str], dryrun_ids: frozenset[str],
+          effect_of: Callable[[str], str | None]) -> Split:
+    """One evaluation of enforced policies + tier policies + dryrun markers, taken apart.
+
+    Exact because tiers and markers are all permits: an Allow lists every satisfied permit
+    (ours, the tiers', the markers'), a Deny lists only enforced forbids, and every error names
+    its policy. Under a Deny by an enforced forbid the markers are not reported, but then the
+    dryrun policies cannot change the outcome, so they are not needed.
+    """
+    errors: list[str] = []
+    tier_errors: list[str] = []
+    dry_errors: list[str] = []
+    for e in raw.errors:  # usually none
+        owner = errored_policy(e)
+        (tier_errors if owner in tier_ids else dry_errors if owner in dryrun_ids else errors).append(e)
     if raw.decision != "Allow":
-        return Raw(raw.decision, raw.reasons, errors), (), tier_errors
-    permits = tuple(r for r in raw.reasons if r not in tier_ids)
+        dry = Raw(raw.decision, (), tuple(dry_errors)) if not raw.reasons else None
+        return Split(Raw(raw.decision, raw.reasons, tuple(errors)), (), tuple(tier_errors), dry)
+    permits = tuple(r for r in raw.reasons if r not in tier_ids and r not in dryrun_ids)
     tiers = tuple(r for r in raw.reasons if r in tier_ids)
-    return Raw("Allow" if permits else "Deny", permits, errors), tiers, tier_errors
+    markers = [r for r in raw.reasons if r in dryrun_ids]
+    dry_forbids = tuple(r for r in markers if effect_of(r) == "forbid")
+    dry_permits = tuple(r for r in markers if effect_of(r) != "forbid")
+    dry = (Raw("Deny", dry_forbids, tuple(dry_errors)) if dry_forbids
+           else Raw("Allow" if dry_permits else "Deny", dry_permits, tuple(dry_errors)))
+    return Split(Raw("Allow" if permits else "Deny", permits, tuple(errors)), tiers, tuple(tier_errors), dry)
 
 
 def merge(a: Raw, b: Raw) -> Raw:
@@ -118,6 +137,8 @@ def merge(a: Raw, b: Raw) -> Raw:
 def verdict(raw: Raw, effect_of: Callable[[str], str | None]) -> Verdict:
     """Cedar's answer with erroring forbids counted as satisfied (see the module docstring)."""
     allowed = raw.decision == "Allow"
+    if not raw.errors:
+        return Verdict(allowed, raw.reasons, ())
     reasons = raw.reasons
     if raw.errors:
         failing = []
@@ -135,8 +156,8 @@ def verdict(raw: Raw, effect_of: Callable[[str], str | None]) -> Verdict:
 
 class _Resolved(msgspec.Struct, frozen=True):
     entities: Any  # cedarpy.Entities, or None when the request's entities are invalid
-    principal_keys: frozenset[str]
-    resource_keys: frozenset[str]
+    principal_keys: frozenset[Key]
+    resource_keys: frozenset[Key]
     error: str | None = None
 
 
@@ -183,7 +204,6 @@ class Engine:
                 self.last_error = e
                 return False, e.issues
             new.enforce.warm(old.enforce.hot_keys())
-            new.dryrun.warm(old.dryrun.hot_keys())
             same = (new.schema_text, new.static_entities_json) == (old.schema_text, old.static_entities_json)
             new.entity_epoch = old.entity_epoch if same else old.entity_epoch + 1
             self._bundle = new
@@ -217,25 +237,22 @@ class Engine:
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                    "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
         _, ps = b.enforce.slice_for(*keys)
-        authz, tier_ids, tier_errors = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)),
-                                             b.tier_ids)
-        v = verdict(authz, b.effect_of)
+        parts = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)), b.tier_ids,
+                      b.dryrun_ids, b.effect_of)
+        v = verdict(parts.authz, b.effect_of)
 
         shadow = None
-        if b.dryrun_ids:
-            indices, dry_ps = b.dryrun.slice_for(*keys)
-            if indices:  # only when a dryrun policy's scope can match: else it cannot differ
-                dry = _raw(cedarpy.is_authorized(request, dry_ps, resolved.entities, b.schema))
-                sv = verdict(merge(authz, dry), b.effect_of)
-                if sv.allowed != v.allowed:
-                    shadow = Shadow(sv.allowed, sv.reasons)
+        if parts.dryrun is not None and (parts.dryrun.reasons or parts.dryrun.errors):
+            sv = verdict(merge(parts.authz, parts.dryrun), b.effect_of)
+            if sv.allowed != v.allowed:
+                shadow = Shadow(sv.allowed, sv.reasons)
 
         tiers: tuple[Tier, ...] = ()
         if v.allowed:
-            if tier_errors:  # without the tier we cannot know the limit: deny
-                v = Verdict(False, v.reasons, (*v.errors, *(f"rate tier: {e}" for e in tier_errors)))
+            if parts.tier_errors:  # without the tier we cannot know the limit: deny
+                v = Verdict(False, v.reasons, (*v.errors, *(f"rate tier: {e}" for e in parts.tier_errors)))
             else:
-                tiers = tuple(_tier(b, pid, req.action) for pid in sorted(tier_ids))
+                tiers = tuple(_tier(b, pid, req.action) for pid in sorted(parts.tiers))
         return self._decision(b, start, v, shadow, tiers)
 
     def _decision(self, b: Bundle, start: int, v: Verdict, shadow: Shadow | None = None,
@@ -271,8 +288,9 @@ class Engine:
             # Keys as the index and `parents` spell them (uid_key, unescaped). str(Uid) escapes
             # '"', so a uid with a quote would miss its own ancestors and the slice would lose
             # every policy filed under them, forbids included.
-            resolved = _Resolved(ents, _with_ancestors(uid_key(req.principal.as_cedar()), parents, b),
-                                 _with_ancestors(uid_key(req.resource.as_cedar()), parents, b))
+            p_key, r_key = uid_key(req.principal.as_cedar()), uid_key(req.resource.as_cedar())
+            resolved = _Resolved(ents, request_keys(p_key, req.principal.type, _ancestors(p_key, parents)),
+                                 request_keys(r_key, req.resource.type, _ancestors(r_key, parents)))
         except ValueError as e:
             resolved = _Resolved(None, frozenset(), frozenset(), f"invalid request entities: {e}")
         if len(self._resolved) >= self.ENTITY_CACHE_MAX:
@@ -283,26 +301,27 @@ class Engine:
 
 
 
-def _with_ancestors(key: str, parents: dict[str, list[str]], b: Bundle) -> frozenset[str]:
-    seen = {key}
+def _ancestors(key: str, parents: dict[str, list[str]]) -> frozenset[str]:
+    seen: set[str] = set()
     stack = list(parents.get(key, ()))
     while stack:
         k = stack.pop()
         if k in seen:
             continue
         seen.add(k)
-        static = b.static_ancestors.get(k)
-        if static is not None and k not in parents:
-            seen.update(static)
-        else:
-            stack.extend(parents.get(k, ()))
+        stack.extend(parents.get(k, ()))
     return frozenset(seen)
 
 
 def _tier(b: Bundle, pid: str, action: str) -> Tier:
-    ann = b.by_id[pid].annotations
-    limit, period = parse_limit(ann["limit"]) or (0, 1)
-    return Tier(policy_id=pid, bucket=ann["bucket"].replace("{tool}", action), limit=limit, period_s=period)
+    tier = b.tier_cache.get((pid, action))
+    if tier is None:
+        ann = b.by_id[pid].annotations
+        limit, period = parse_limit(ann["limit"]) or (0, 1)  # validated at load; 0 would never admit
+        tier = Tier(policy_id=pid, bucket=ann["bucket"].replace("{tool}", action), limit=limit, period_s=period)
+        b.tier_cache[(pid, action)] = tier
+    return tier
 
 
-__all__ = ["Engine", "Raw", "Verdict", "cedar_datetime", "merge", "new_decision_id", "split", "utcnow", "verdict"]
+__all__ = ["Engine", "Raw", "Split", "Verdict", "cedar_datetime", "merge", "new_decision_id", "split", "utcnow",
+           "verdict"]

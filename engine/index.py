@@ -6,10 +6,11 @@ checked): that is harmless, because Cedar checks the scope itself and a policy o
 contributes no reason and no error. So the decision, reasons and errors of a slice equal
 those of the full set — tests/test_differential.py holds us to it.
 
-Each policy is filed under (principal key, action key, resource key), a key being the uid
-named by its `==`/`in` scope constraint or None when unconstrained (or `is`-only). A request
-looks up every combination of {itself, its ancestors, None} per dimension. Ancestors come
-from the same entity data handed to Cedar for that request, never from a separate copy.
+Each policy is filed under (principal key, action key, resource key), a key saying how its
+scope names an entity: ("eq", uid), ("in", uid), ("is", type), or None when unconstrained. A
+request looks up every combination of its own keys per dimension (request_keys: itself by eq,
+itself and its ancestors by in, its type by is, and None). Ancestors come from the same
+entity data handed to Cedar for that request, never from a separate copy.
 
 Building a Cedar PolicySet costs ~12 us per policy, so slices are cached twice: request key
 -> slice (per bundle), and slice content -> compiled PolicySet (PolicySets, shared across
@@ -24,7 +25,7 @@ from typing import Any
 
 import cedarpy
 
-Key = str | None
+Key = tuple[str, str] | None
 
 
 def uid_key(entity: dict[str, str]) -> str:
@@ -32,17 +33,29 @@ def uid_key(entity: dict[str, str]) -> str:
 
 
 def scope_keys(constraint: dict[str, Any]) -> list[Key]:
-    """Index keys of a principal/resource/action scope constraint in Cedar's JSON (EST) form."""
+    """Index keys of a principal/resource/action scope constraint in Cedar's JSON (EST) form:
+    ("eq", uid) for `== uid`, ("in", uid) for `in uid`, ("is", type) for `is type`, None when
+    unconstrained. `is T in X` is filed under ("in", X) alone (a superset: the type is Cedar's)."""
     op = constraint.get("op")
-    if op == "All" or (op == "is" and "in" not in constraint):
+    if op == "All":
         return [None]
-    if op in ("==", "in") and "entity" in constraint:
-        return [uid_key(constraint["entity"])]
+    if op == "==" and "entity" in constraint:
+        return [("eq", uid_key(constraint["entity"]))]
+    if op == "in" and "entity" in constraint:
+        return [("in", uid_key(constraint["entity"]))]
     if op == "in" and "entities" in constraint:  # action in [A, B]
-        return [uid_key(e) for e in constraint["entities"]] or [None]
-    if op == "is" and "in" in constraint:
-        return [uid_key(constraint["in"]["entity"])]
+        return [("in", uid_key(e)) for e in constraint["entities"]] or [None]
+    if op == "is":
+        if "in" in constraint:
+            return [("in", uid_key(constraint["in"]["entity"]))]
+        return [("is", constraint["entity_type"])]
     raise ValueError(f"unsupported scope constraint {constraint!r} (templates and slots are not supported)")
+
+
+def request_keys(uid: str, entity_type: str, ancestors: Iterable[str]) -> frozenset[Key]:
+    """Every index key a request's principal (or action, or resource) can hit: itself by `==`,
+    itself and each ancestor by `in`, its type by `is`."""
+    return frozenset((("eq", uid), ("is", entity_type), ("in", uid), *(("in", a) for a in ancestors)))
 
 
 def policy_set_json(fragments: Iterable[str]) -> str:
@@ -86,9 +99,9 @@ class Slicer:
         self._fragments = list(fragments)  # '"<id>":<policy JSON>', the unit a PolicySet is built from
         self._sets = sets if sets is not None else PolicySets()
         self._buckets: dict[tuple[Key, Key, Key], list[int]] = {}
-        self.principal_keys: set[str] = set()
-        self.resource_keys: set[str] = set()
-        self.action_keys: set[str] = set()
+        self.principal_keys: set[Key] = set()
+        self.resource_keys: set[Key] = set()
+        self.action_keys: set[Key] = set()
         for i, (pks, aks, rks) in enumerate(scopes):
             for combo in product(pks, aks, rks):
                 self._buckets.setdefault(combo, []).append(i)
@@ -96,12 +109,12 @@ class Slicer:
             self.action_keys.update(k for k in aks if k)
             self.resource_keys.update(k for k in rks if k)
         self._by_request: dict[tuple[Any, ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
-        self._by_ancestry: dict[tuple[frozenset[str], ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
+        self._by_ancestry: dict[tuple[frozenset[Key], ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
 
     def __len__(self) -> int:
         return len(self._fragments)
 
-    def request_key(self, p_keys: Iterable[str], a_keys: Iterable[str], r_keys: Iterable[str]) -> tuple[Any, ...]:
+    def request_key(self, p_keys: Iterable[Key], a_keys: Iterable[Key], r_keys: Iterable[Key]) -> tuple[Any, ...]:
         """Reduce a request to the index keys it can hit: requests that differ only in keys no
         policy names share one slice."""
         return (
@@ -110,8 +123,8 @@ class Slicer:
             frozenset(k for k in r_keys if k in self.resource_keys),
         )
 
-    def slice_for(self, p_keys: frozenset[str], a_keys: frozenset[str],
-                  r_keys: frozenset[str]) -> tuple[tuple[int, ...], cedarpy.PolicySet]:
+    def slice_for(self, p_keys: frozenset[Key], a_keys: frozenset[Key],
+                  r_keys: frozenset[Key]) -> tuple[tuple[int, ...], cedarpy.PolicySet]:
         """`slice(request_key(...))`, remembered by the ancestry sets themselves: the engine hands
         in the same cached frozensets call after call, whose hashes Python keeps, so a hit costs
         one dict lookup."""
@@ -156,4 +169,4 @@ class Slicer:
         return list(self._by_request)[-n:]
 
 
-__all__ = ["PolicySets", "Slicer", "policy_set_json", "scope_keys", "uid_key"]
+__all__ = ["Key", "PolicySets", "Slicer", "policy_set_json", "request_keys", "scope_keys", "uid_key"]
