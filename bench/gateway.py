@@ -1,5 +1,6 @@
 """Governance overhead: the same server and client with governance on (auth, decision, tier,
-limiter) and off, calling a no-op tool over real HTTP with the real mcp client.
+limiter) and off, calling a no-op tool over real HTTP with the real mcp client; and, apart,
+what the durable audit store adds on top of governance.
 
     .venv/bin/python bench/gateway.py [--json] [--calls N] [--rounds R]
 
@@ -95,13 +96,14 @@ def main() -> None:
     state = tmp / "state"
     secret = EmbeddedVault(state / "vault").get_or_create(DEV_SECRET, lambda: "bench-" + os.urandom(24).hex())
     token = mint_token(secret.encode(), issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
-    servers = {mode: start(mode, policies, state) for mode in ("governed", "bare")}
+    modes = ("governed", "audited", "bare")
+    servers = {mode: start(mode, policies, state) for mode in modes}
     results: dict[str, dict[int, dict[str, list[float]]]] = {
         m: {c: {"lat": [], "tput": []} for c in (1, 32)} for m in servers}
     try:
         for _ in range(a.rounds):
             for conc in (1, 32):
-                for mode in ("governed", "bare"):
+                for mode in modes:
                     lat, tput = asyncio.run(run(servers[mode][1], token, a.calls // a.rounds, conc))
                     results[mode][conc]["lat"] += lat
                     results[mode][conc]["tput"].append(tput)
@@ -111,15 +113,20 @@ def main() -> None:
             proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
     report: dict[str, Any] = {"calls_per_cell": a.calls, "rounds": a.rounds, "cells": []}
     for conc in (1, 32):
-        g, b = results["governed"][conc], results["bare"][conc]
-        gp50, bp50 = pct(g["lat"], 0.5), pct(b["lat"], 0.5)
-        gt, bt = sorted(g["tput"])[len(g["tput"]) // 2], sorted(b["tput"])[len(b["tput"]) // 2]
+        g, b, au = results["governed"][conc], results["bare"][conc], results["audited"][conc]
+        gp50, bp50, ap50 = pct(g["lat"], 0.5), pct(b["lat"], 0.5), pct(au["lat"], 0.5)
+        gt, bt, at = median(g["tput"]), median(b["tput"]), median(au["tput"])
         report["cells"].append({
             "concurrency": conc, "governed_p50_ms": gp50, "bare_p50_ms": bp50, "added_p50_ms": gp50 - bp50,
             "governed_p99_ms": pct(g["lat"], 0.99), "bare_p99_ms": pct(b["lat"], 0.99),
-            "p50_ratio": gp50 / bp50, "governed_calls_s": gt, "bare_calls_s": bt, "throughput_ratio": gt / bt})
+            "p50_ratio": gp50 / bp50, "governed_calls_s": gt, "bare_calls_s": bt, "throughput_ratio": gt / bt,
+            "audited_p50_ms": ap50, "audited_p99_ms": pct(au["lat"], 0.99), "audit_added_p50_ms": ap50 - gp50,
+            "audited_calls_s": at})
     c1 = report["cells"][0]
     c32 = report["cells"][1]
     report["targets"] = {"added_p50_ms<=0.5 (c=1)": c1["added_p50_ms"] <= 0.5,
@@ -134,6 +141,11 @@ def main() -> None:
               f"{c['added_p50_ms']:>6.2f}ms {c['governed_p99_ms']:>7.2f}ms {c['bare_p99_ms']:>7.2f}ms "
               f"{c['p50_ratio']:>6.2f} {c['governed_calls_s']:>8.0f} {c['bare_calls_s']:>8.0f} "
               f"{100 * c['throughput_ratio']:>6.1f}%")
+    print("\nwith the SQLite audit store committing every call (issue 4's durability):")
+    print(f"{'conc':>4} {'audited p50':>12} {'p99':>9} {'added vs governed':>18} {'calls/s':>8}")
+    for c in report["cells"]:
+        print(f"{c['concurrency']:>4} {c['audited_p50_ms']:>10.2f}ms {c['audited_p99_ms']:>7.2f}ms "
+              f"{c['audit_added_p50_ms']:>16.2f}ms {c['audited_calls_s']:>8.0f}")
     for name, ok in report["targets"].items():
         print(f"target {name}: {'PASS' if ok else 'FAIL'}")
 

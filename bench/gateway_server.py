@@ -1,5 +1,6 @@
-"""A gateway process for bench/gateway.py: `governed` is the real app; `bare` is the same MCP
-transport and endpoint with authentication, decision, tier and limiter taken out."""
+"""A gateway process for bench/gateway.py: `audited` is the real app (its SQLite audit store
+committing every call); `governed` the same without the audit store; `bare` the same MCP
+transport and endpoint with authentication, decision, tier and limiter taken out too."""
 
 from __future__ import annotations
 
@@ -68,13 +69,18 @@ def bare_app(config: GatewayConfig) -> Litestar:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=("governed", "bare"), required=True)
+    p.add_argument("--mode", choices=("governed", "audited", "bare"), required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--policies", required=True)
     p.add_argument("--state-dir", required=True)
     a = p.parse_args()
     config = GatewayConfig(port=a.port, policies=a.policies, state_dir=a.state_dir)
-    app = build_app(config)[0] if a.mode == "governed" else bare_app(config)
+    if a.mode == "bare":
+        app = bare_app(config)
+    else:
+        app, services, _ = build_app(config)
+        if a.mode == "governed":  # issue 3's governance (auth, decision, tier, limiter), no audit store
+            services.pipeline.audit = None
     import logging
     logging.getLogger("mcp").setLevel(logging.WARNING)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop", http="httptools")

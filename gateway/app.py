@@ -41,6 +41,8 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
             yield
         if services.limiter is not None:
             await services.limiter.close()
+        if services.audit is not None:
+            await services.audit.store.close()
 
     app = Litestar([mcp, *DECISION_ROUTES, *HEALTH_ROUTES], lifespan=[lifespan], debug=False)
     app.state.services = services

@@ -10,6 +10,7 @@ turns engine and provider outcomes into protocol errors.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import msgspec
 from mcp import types
 
 from engine import Decision, Engine, Entity, Request, Uid, utcnow
+from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
 from providers.sdk import CallContext, ToolError
@@ -60,13 +62,18 @@ def to_result(value: Any) -> types.CallToolResult:
                                 structured_content=structured)
 
 
+STATUS = {Code.FORBIDDEN: "denied", Code.RATE_LIMIT: "rate_limited", Code.INVALID_INPUT: "invalid_input",
+          Code.EVENT_STORE_UNAVAILABLE: "unrecorded"}
+
+
 class Pipeline:
     def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, audit: Audit | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.limiter = limiter
         self.clock = clock
+        self.audit = audit
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
         """The tools this caller may call at all: each tool's own decision, asked without args."""
@@ -83,7 +90,29 @@ class Pipeline:
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                         out: CallResult | None = None) -> types.CallToolResult:
+        """Govern and run one call, then record exactly one audit event for whatever happened,
+        before anything is returned or raised to the caller."""
         out = out if out is not None else CallResult()
+        start = time.perf_counter()
+        try:
+            result = await self._call(caller, name, arguments, out)
+        except GatewayError as e:
+            await self._record(caller, name, arguments, out, start, {
+                "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
+                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
+            raise
+        await self._record(caller, name, arguments, out, start, {
+            "status": "tool_error" if result.is_error else "ok", "content": result.structured_content})
+        return result
+
+    async def _record(self, caller: Caller, name: str, arguments: Any, out: CallResult, start: float,
+                      result: dict[str, Any]) -> None:
+        if self.audit is not None:
+            await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
+                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000))
+
+    async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
+                    out: CallResult) -> types.CallToolResult:
         registered = self.registry.get(name)
         if registered is None:
             raise GatewayError(Code.INVALID_INPUT, f"unknown tool {name!r}")
@@ -117,6 +146,8 @@ class Pipeline:
                                    retry_after_s=worst.retry_after_s, bucket=worst.bucket,
                                    limiter_error=worst.error)
 
+        if self.audit is not None:
+            self.audit.ensure_available()  # no unauditable operations
         ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id)
         try:
             value = await registered.tool.handler(ctx, args)

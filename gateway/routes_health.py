@@ -2,7 +2,7 @@
 
     GET /health        aggregate: worst provider status, each provider's report, limiter, policy
     GET /health/live   the process answers
-    GET /health/ready  a bundle is active and the rate limiter answers (503 otherwise)
+    GET /health/ready  a bundle is active, the rate limiter and the audit store answer (503 otherwise)
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ async def aggregate(services: Services, timeout_s: float) -> dict[str, Any]:
     providers = list(services.registry.providers.values())
     reports = await asyncio.gather(*(bounded_health(p, timeout_s) for p in providers))
     limiter = await services.limiter_health()
+    events = await services.events_health()
     worst = max((r.status for r in reports), key=RANK.__getitem__, default="ok")
-    if not limiter.get("ok", False):
+    if not limiter.get("ok", False) or events.get("status") != "ok":
         worst = max(worst, "degraded", key=RANK.__getitem__)
-    return {"status": worst, "providers": msgspec.to_builtins(reports), "rate_limiter": limiter,
+    return {"status": worst, "providers": msgspec.to_builtins(reports), "rate_limiter": limiter, "events": events,
             "policy": {"revision": services.engine.bundle.revision,
                        "last_reload_error": services.engine.status()["last_reload_error"]}}
 
@@ -59,8 +60,9 @@ async def live() -> dict[str, str]:
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     services: Services = request.app.state.services
     limiter = await services.limiter_health()
-    ok = bool(limiter.get("ok", False))
-    return Response({"status": "ok" if ok else "not ready", "rate_limiter": limiter,
+    events = await services.events_health()
+    ok = bool(limiter.get("ok", False)) and events.get("status") == "ok"
+    return Response({"status": "ok" if ok else "not ready", "rate_limiter": limiter, "events": events,
                      "revision": services.engine.bundle.revision}, status_code=200 if ok else 503)
 
 

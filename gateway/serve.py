@@ -17,6 +17,7 @@ import jwt
 
 from engine import Engine
 from gateway.app import create_app
+from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
 from gateway.errors import Code, GatewayError
@@ -24,6 +25,7 @@ from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
 from gateway.services import Services
+from otel.events import EventStore, PostgresEventStore, SqliteEventStore
 from providers.echo import EchoProvider
 from providers.sdk.vault import EmbeddedVault
 
@@ -69,7 +71,9 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
         limiter = MemoryLimiter()
     engine = Engine.from_dir(config.policies)
     registry = Registry(providers if providers is not None else default_providers())
-    return Services(engine, registry, limiter, authenticate), secret
+    store: EventStore = (PostgresEventStore(config.database_url) if config.events == "postgres"
+                         else SqliteEventStore(Path(config.state_dir) / "events.db"))
+    return Services(engine, registry, limiter, authenticate, Audit(store)), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

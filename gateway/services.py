@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 
 from engine import Decision, Engine, Uid, utcnow
 from engine import Request as Query
+from gateway.audit import Audit
 from gateway.errors import HTTP_STATUS, Code, GatewayError
 from gateway.pipeline import Caller, Pipeline, principal_of
 from gateway.registry import Registry
@@ -28,11 +29,12 @@ class Services:
     registry: Registry
     limiter: Any  # gateway.ratelimit Limiter
     authenticate: Authenticate
+    audit: Audit | None
     clock: Callable[[], datetime] = utcnow
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock)
+        self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit)
 
     async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
         """Authenticate an HTTP API request and decide the gateway action it performs."""
@@ -51,6 +53,9 @@ class Services:
 
     async def limiter_health(self) -> dict[str, Any]:
         return await self.limiter.health() if self.limiter is not None else {"backend": "none", "ok": True}
+
+    async def events_health(self) -> dict[str, Any]:
+        return await self.audit.store.health() if self.audit is not None else {"store": "none", "status": "ok"}
 
     def note_decision_api(self, caller: Caller, path: str, decision: Decision) -> None:
         log.info("decision api %s by %s: %s %s", path, caller.id, decision.allowed, decision.decision_id)

@@ -1,0 +1,37 @@
+"""The `ops.run_events` audit trail: one durable row per tool call (constitution rule 3).
+
+    from otel.events import RunEvent, SqliteEventStore, new_event_id, utc_timestamp
+
+    store = SqliteEventStore("var/events.db")          # or PostgresEventStore(dsn)
+    await store.append(RunEvent(id=new_event_id(), provider="socket", tool="scan.repo",
+                                decision="allow", created_at=utc_timestamp(), duration_ms=12))
+
+`append` returns once the row is committed (group commit across concurrent callers).
+Backends live side by side: `base` (contract, group commit, errors), `sqlite`, `postgres`.
+"""
+
+from otel.events.base import (
+    EventRejected,
+    EventStore,
+    EventStoreError,
+    EventStoreUnavailable,
+    StoreStats,
+)
+from otel.events.model import RunEvent, new_event_id, parse_timestamp, utc_timestamp
+from otel.events.postgres import PostgresEventStore, apply_migrations
+from otel.events.sqlite import SqliteEventStore
+
+__all__ = [
+    "EventRejected",
+    "EventStore",
+    "EventStoreError",
+    "EventStoreUnavailable",
+    "PostgresEventStore",
+    "RunEvent",
+    "SqliteEventStore",
+    "StoreStats",
+    "apply_migrations",
+    "new_event_id",
+    "parse_timestamp",
+    "utc_timestamp",
+]

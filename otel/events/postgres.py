@@ -1,0 +1,222 @@
+"""Postgres / Supabase event store (asyncpg): `ops.run_events` from supabase/migrations/.
+
+Each group-committed batch is ONE statement in one transaction: `insert .. select from
+unnest(<one array per column>) on conflict (id) do nothing`, so replays are no-ops. Measured
+(batches of 64 and 512, same machine): unnest ~= jsonb_populate_recordset of one JSON
+parameter (within noise), both ~15% faster than `executemany`. Two batches may be in flight
+on two pooled connections, so events that arrive during one commit need not wait for it.
+
+Every database operation is bounded by `timeout` (default 2 s): an unreachable or stalled
+database becomes `EventStoreUnavailable` promptly instead of holding tool calls. Connections are
+made lazily, so a store built while the database is down starts working when it comes back.
+
+Connect as a login role that is a member of `opsgate_gateway` (INSERT and SELECT only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
+from otel.events.model import RunEvent, utc_timestamp
+
+_PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 7  # the order of _COLUMNS
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+_COLUMNS = (
+    "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+)
+_SELECT = (
+    "id::text, provider, tool, caller_id::text, payload::text, result::text, duration_ms, created_at,"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+)
+# Rejections are about the data (class 22 data exception, class 23 integrity violation);
+# anything else (connection, timeout, privilege, server) means "not now".
+_REJECT = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_encode = msgspec.json.Encoder().encode
+_decode_obj = msgspec.json.Decoder(dict[str, Any] | None).decode
+
+
+class PostgresEventStore(EventStore):
+    """`PostgresEventStore(dsn_or_pool, *, table="ops.run_events")`. A pool passed in is not closed."""
+
+    name = "postgres"
+    writers = 2
+
+    def __init__(
+        self,
+        dsn_or_pool: str | asyncpg.Pool,
+        *,
+        table: str = "ops.run_events",
+        timeout: float = 2.0,
+        max_batch: int = 1000,
+        pool_size: int = 4,
+    ) -> None:
+        super().__init__(max_batch=max_batch)
+        if not _IDENT.fullmatch(table):
+            raise ValueError(f"table must be a plain [schema.]name, got {table!r}")
+        self.table = table
+        self._timeout = timeout
+        self._pool_size = max(pool_size, self.writers + 1)
+        self._owns_pool = not isinstance(dsn_or_pool, asyncpg.Pool)
+        self._dsn = dsn_or_pool if self._owns_pool else None
+        self._pool: asyncpg.Pool | None = None if self._owns_pool else dsn_or_pool
+        self._pool_lock = asyncio.Lock()
+        # Arrays of text, cast by the server: no per-value encoding work in Python, no codec setup
+        # needed on a pool handed in. Lists travel as JSON text, since Postgres arrays cannot be ragged.
+        self._insert = (
+            f"insert into {table} ({_COLUMNS})"
+            " select id::uuid, provider, tool, caller_id::uuid, payload::jsonb, result::jsonb, duration_ms,"
+            " created_at::timestamptz, decision, array(select jsonb_array_elements_text(policy_ids::jsonb)),"
+            " bundle_revision, array(select jsonb_array_elements_text(exception_ids::jsonb)), trace_id, span_id"
+            f" from unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(_PARAM_TYPES, 1))}) as u({_COLUMNS})"
+            " on conflict (id) do nothing"
+        )
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    # min_size=0: no connection now; each acquire connects on demand, so the store
+                    # recovers by itself once the database is reachable again.
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._pool_size,
+                        timeout=self._timeout,
+                        command_timeout=self._timeout,
+                    )
+        return self._pool
+
+    async def _write_batch(self, events: list[RunEvent]) -> None:
+        columns = [list(c) for c in zip(*map(_row, events), strict=True)]
+        try:
+            async with asyncio.timeout(self._timeout):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.execute(self._insert, *columns)
+        except _REJECT as exc:
+            raise EventRejected(f"Postgres refused the event: {exc}") from exc
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
+
+    async def _query(self, q: Query) -> list[RunEvent]:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def bind(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if q.decision is not None and q.decision != "allow":
+            where.append("decision <> 'allow'")  # a constant term, so the partial denials index applies
+        for column, value, cast in (
+            ("provider", q.provider, "text"),
+            ("tool", q.tool, "text"),
+            ("caller_id", q.caller_id, "uuid"),
+            ("decision", q.decision, "text"),
+            ("trace_id", q.trace_id, "text"),
+        ):
+            if value is not None:
+                where.append(f"{column} = {bind(value)}::{cast}")
+        if q.since is not None:
+            where.append(f"created_at >= {bind(datetime.fromisoformat(q.since))}")
+        if q.until is not None:
+            where.append(f"created_at < {bind(datetime.fromisoformat(q.until))}")
+        order = "desc" if q.newest_first else "asc"
+        try:
+            async with asyncio.timeout(self._timeout):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    if q.after_id is not None:
+                        cursor = await conn.fetchrow(
+                            f"select created_at, id from {self.table} where id = $1::uuid", q.after_id
+                        )
+                        if cursor is None:
+                            raise ValueError(f"after_id {q.after_id} is not a stored event")
+                        op = "<" if q.newest_first else ">"
+                        where.append(f"(created_at, id) {op} ({bind(cursor[0])}, {bind(cursor[1])})")
+                    sql = f"select {_SELECT} from {self.table}"
+                    if where:
+                        sql += " where " + " and ".join(where)
+                    sql += f" order by created_at {order}, id {order} limit {bind(q.limit)}"
+                    rows = await conn.fetch(sql, *args)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
+        return [_event(r) for r in rows]
+
+    async def _probe(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    await conn.fetchval(f"select 1 from {self.table} limit 1")
+        except TimeoutError:
+            raise EventStoreUnavailable(f"Postgres did not answer within {self._timeout} s") from None
+
+    async def _close(self) -> None:
+        if self._owns_pool and self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), self._timeout)
+            except TimeoutError:
+                self._pool.terminate()
+
+
+def _row(e: RunEvent) -> tuple[Any, ...]:
+    return (
+        e.id,
+        e.provider,
+        e.tool,
+        e.caller_id,
+        None if e.payload is None else _encode(e.payload).decode(),
+        None if e.result is None else _encode(e.result).decode(),
+        e.duration_ms,
+        utc_timestamp(e.created_at),
+        e.decision,
+        _encode(e.policy_ids).decode(),
+        e.bundle_revision,
+        _encode(e.exception_ids).decode(),
+        e.trace_id,
+        e.span_id,
+    )
+
+
+def _event(r: asyncpg.Record) -> RunEvent:
+    return RunEvent(
+        id=r[0],
+        provider=r[1],
+        tool=r[2],
+        caller_id=r[3],
+        payload=None if r[4] is None else _decode_obj(r[4]),
+        result=None if r[5] is None else _decode_obj(r[5]),
+        duration_ms=r[6],
+        created_at=utc_timestamp(r[7]),
+        decision=r[8],
+        policy_ids=list(r[9]),
+        bundle_revision=r[10],
+        exception_ids=list(r[11]),
+        trace_id=r[12],
+        span_id=r[13],
+    )
+
+
+async def apply_migrations(conn: asyncpg.Connection, directory: str | Path) -> list[str]:
+    """Apply every `*.sql` in `directory` in filename order (Supabase CLI order), each in its own
+    transaction. Returns the file names applied. No bookkeeping table: our migrations are
+    re-runnable; production uses `supabase db push`."""
+    applied = []
+    for path in sorted(Path(directory).glob("*.sql")):
+        async with conn.transaction():
+            await conn.execute(path.read_text())
+        applied.append(path.name)
+    return applied
+
+
+__all__ = ["PostgresEventStore", "apply_migrations"]

@@ -1,0 +1,115 @@
+"""Constitution rule 3 end to end: every tool call leaves exactly one ops.run_events row, committed
+before the answer; when it cannot be committed the answer is withheld (EVENT_STORE_UNAVAILABLE)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import GatewayConfig
+from providers.echo import EchoProvider, PingInput
+from providers.sdk import CallContext
+from tests.conftest import POLICIES
+from tests.harness import RunningGateway, code_of, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingEcho(EchoProvider):
+    """Echo that counts how often a tool really ran."""
+
+    def __init__(self) -> None:
+        self.ran = 0
+
+    async def _ping(self, ctx: CallContext, args: PingInput) -> dict[str, str]:
+        self.ran += 1
+        return await super()._ping(ctx, args)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path_factory.mktemp("state")))
+    with running_gateway(config) as running:
+        yield running
+
+
+async def events_of(gw: RunningGateway, caller: str) -> list[Any]:
+    assert gw.services.audit is not None
+    return await gw.services.audit.store.query(caller_id=caller, limit=1000)
+
+
+async def attempt(gw: RunningGateway, token: str, tool: str, args: dict[str, Any] | None = None) -> str:
+    try:
+        async with gw.client(token) as c:
+            result = await c.call_tool(tool, args or {})
+        return "tool_error" if result.is_error else "ok"
+    except BaseException as e:
+        return code_of(e)
+
+
+@pytest.mark.parametrize(("role", "tool", "args", "answer", "decision", "status", "policy_ids"), [
+    ("ops_viewer", "echo.ping", {"message": "hi"}, "ok", "allow", "ok", ["rbac.viewer.read"]),
+    ("ops_viewer", "echo.ping", {"fail": True}, "tool_error", "allow", "tool_error", ["rbac.viewer.read"]),
+    ("ops_admin", "echo.ping", {"crash": True}, "INTERNAL_ERROR", "allow", "error",
+     ["rbac.admin.all", "rbac.viewer.read"]),
+    ("ops_viewer", "echo.comment", {}, "FORBIDDEN", "deny", "denied", []),
+    ("ops_viewer", "echo.ping", {"message": 5}, "INVALID_INPUT", "none", "invalid_input", []),
+    ("ops_viewer", "echo.nope", {}, "INVALID_INPUT", "none", "invalid_input", []),
+])
+async def test_every_call_shape_leaves_exactly_one_row(gw: RunningGateway, role: str, tool: str,
+                                                       args: dict[str, Any], answer: str, decision: str,
+                                                       status: str, policy_ids: list[str]) -> None:
+    import uuid
+
+    user = str(uuid.uuid4())
+    assert await attempt(gw, gw.token(role, user_id=user), tool, args) == answer
+    rows = await events_of(gw, user)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    provider, _, local = tool.partition(".")
+    assert (row.provider, row.tool, row.caller_id) == (provider, local, user)
+    assert row.decision == decision and sorted(row.policy_ids) == sorted(policy_ids)
+    assert row.result["status"] == status
+    assert row.payload == {"args": args}
+    if decision != "none":
+        assert row.bundle_revision == gw.services.engine.bundle.revision
+    assert row.duration_ms >= 0 and row.created_at.endswith("+00:00")
+
+
+async def test_a_rate_limited_call_is_a_row_with_its_bucket(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    tiers = policies / "tiers" / "rate-tiers.cedar"
+    tiers.write_text(re.sub(r'@limit\("100/hour"\)', '@limit("2/hour")', tiers.read_text()))
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "s"))) as gw:
+        token = gw.token("ops_viewer")
+        answers = [await attempt(gw, token, "echo.ping") for _ in range(3)]
+        assert answers == ["ok", "ok", "RATE_LIMIT"]
+        rows = await gw.services.audit.store.query(limit=10)  # type: ignore[union-attr]
+        assert [r.result["status"] for r in rows] == ["ok", "ok", "rate_limited"]
+        assert rows[2].result["bucket"] == "reads" and rows[2].result["retry_after_s"] > 0
+
+
+async def test_an_unreachable_store_withholds_answers_and_stops_tools(tmp_path: Path) -> None:
+    echo = CountingEcho()
+    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path), events="postgres",
+                           database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    with running_gateway(config, providers=[echo]) as gw:
+        token = gw.token("ops_viewer")
+        # The first call runs, but its answer cannot be recorded: it is withheld.
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == 1
+        # While the store is known to be down, nothing runs at all.
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == 1
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/health/ready")).status_code == 503
+            health = (await http.get("/health")).json()
+            assert health["events"]["status"] != "ok" and health["status"] != "ok"
