@@ -16,13 +16,15 @@ from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, sessio
 from gateway.routes_decision import ROUTES as DECISION_ROUTES
 from gateway.routes_health import ROUTES as HEALTH_ROUTES
 from gateway.services import Services
+from otel.tracing import OpsgateTracerProvider, use_provider
 
 log = logging.getLogger("opsgate.gateway")
 VERSION = "0.1.0"
 
 
 def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins: list[str],
-               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0) -> Litestar:
+               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
+               tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
                               max_body_bytes=max_body_bytes)
@@ -30,7 +32,11 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
 
     @asgi("/mcp", is_mount=True, copy_scope=True)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
-        await endpoint(scope, receive, send)  # type: ignore[arg-type]
+        if tracer_provider is None:
+            await endpoint(scope, receive, send)  # type: ignore[arg-type]
+            return
+        with use_provider(tracer_provider):  # the SDK's SERVER spans and ours go to this app's provider
+            await endpoint(scope, receive, send)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -43,6 +49,8 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
             await services.limiter.close()
         if services.audit is not None:
             await services.audit.store.close()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes a batch exporter
 
     app = Litestar([mcp, *DECISION_ROUTES, *HEALTH_ROUTES], lifespan=[lifespan], debug=False)
     app.state.services = services

@@ -47,10 +47,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.serve import ROLES, build_app, demo_user_id, mint_token
+    from otel.redact import install_log_filter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from(args)
     app, services, secret = build_app(config)
+    install_log_filter(services.redactor)  # after basicConfig: scrubs secret values from every log line
     drift = services.registry.drift(services.engine.bundle.catalogue)
     if drift:
         log.warning("tools not in the policy catalogue (always denied): %s", ", ".join(drift))

@@ -9,6 +9,8 @@ from typing import Literal
 
 import msgspec
 
+from otel.tracing import TracingConfig
+
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -30,6 +32,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     health_timeout_s: float = 5.0  # constitution rule 6
     # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url.
     events: Literal["sqlite", "postgres"] = "sqlite"
+    # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.
+    tracing: TracingConfig = TracingConfig()
+    # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".
+    sensitive_paths: tuple[str, ...] = ()
 
 
 __all__ = ["GatewayConfig"]

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import Code, GatewayError
 from gateway.pipeline import Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
+from otel.tracing import set_session_id
 
 log = logging.getLogger("opsgate.mcp")
 
@@ -56,6 +57,8 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
     async def on_call_tool(ctx: ServerRequestContext[Any, Any],
                            params: types.CallToolRequestParams) -> types.CallToolResult:
         caller = await caller_of(ctx)
+        if ctx.request is not None:
+            set_session_id(ctx.request.headers.get("mcp-session-id"))
         out = CallResult()
         try:
             return await pipeline.call_tool(caller, params.name, params.arguments, out)

@@ -22,6 +22,7 @@ from engine import Decision, Engine, Entity, Request, Uid, utcnow
 from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
+from otel.tracing import decision_span, enrich_call_span
 from providers.sdk import CallContext, ToolError
 
 log = logging.getLogger("opsgate.pipeline")
@@ -107,6 +108,7 @@ class Pipeline:
 
     async def _record(self, caller: Caller, name: str, arguments: Any, out: CallResult, start: float,
                       result: dict[str, Any]) -> None:
+        _annotate_span(caller, name, out, result.get("code"))
         if self.audit is not None:
             await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
                                     result=result, duration_ms=int((time.perf_counter() - start) * 1000))
@@ -123,9 +125,11 @@ class Pipeline:
 
         uid, entities = principal_of(caller)
         provider = registered.provider.name
-        decision = self.engine.decide(
-            Request(uid, name, Uid.of("Provider", provider), {"args": msgspec.to_builtins(args)}, entities),
-            now=self.clock())
+        with decision_span(tool=name) as span:
+            decision = self.engine.decide(
+                Request(uid, name, Uid.of("Provider", provider), {"args": msgspec.to_builtins(args)}, entities),
+                now=self.clock())
+            span.record(decision)
         out.decision = decision
         if not decision.allowed:
             why = ", ".join(decision.reasons) if decision.reasons else "no policy permits it"
@@ -161,6 +165,18 @@ class Pipeline:
             raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
                                f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
         return to_result(value)
+
+
+def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str | None) -> None:
+    """opsgate's view of the call on the SDK's SERVER span (the current span in the tool handler)."""
+    d = out.decision
+    refused = [o.bucket for o in out.limits if not o.allowed]
+    enrich_call_span(caller_id=caller.id, role=caller.role, tool=name,
+                     decision=None if d is None else d.allowed, decision_id=None if d is None else d.decision_id,
+                     policy_ids=() if d is None else d.reasons,
+                     bundle_revision=None if d is None else d.bundle_revision,
+                     exception_ids=() if d is None else d.exceptions_applied,
+                     rate_bucket=refused or [o.bucket for o in out.limits] or None, error_type=error_code)
 
 
 __all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal_of", "to_result"]

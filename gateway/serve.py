@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import msgspec
 
 from engine import Engine
-from gateway.app import create_app
+from gateway.app import VERSION, create_app
 from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
@@ -26,6 +27,8 @@ from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
 from gateway.services import Services
 from otel.events import EventStore, PostgresEventStore, SqliteEventStore
+from otel.redact import Redactor
+from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
 from providers.sdk.vault import EmbeddedVault
 
@@ -73,14 +76,20 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     registry = Registry(providers if providers is not None else default_providers())
     store: EventStore = (PostgresEventStore(config.database_url) if config.events == "postgres"
                          else SqliteEventStore(Path(config.state_dir) / "events.db"))
-    return Services(engine, registry, limiter, authenticate, Audit(store)), secret
+    # Secret values the redactor removes wherever they appear: today the signing key; the vault
+    # adds what it hands providers once they read it (issue 5).
+    redactor = Redactor(lambda: (secret.decode(),), config.sensitive_paths)
+    audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
     services, secret = build_services(config, providers=providers)
+    provider = setup_tracing(msgspec.structs.replace(config.tracing, service_version=VERSION),
+                             scrubber=services.redactor)
     app = create_app(services, allowed_hosts=list(config.allowed_hosts),
                      allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes,
-                     health_timeout_s=config.health_timeout_s)
+                     health_timeout_s=config.health_timeout_s, tracer_provider=provider)
     return app, services, secret
 
 

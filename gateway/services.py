@@ -17,6 +17,7 @@ from gateway.audit import Audit
 from gateway.errors import HTTP_STATUS, Code, GatewayError
 from gateway.pipeline import Caller, Pipeline, principal_of
 from gateway.registry import Registry
+from otel.redact import Redactor
 
 log = logging.getLogger("opsgate.gateway")
 
@@ -31,6 +32,7 @@ class Services:
     authenticate: Authenticate
     audit: Audit | None
     clock: Callable[[], datetime] = utcnow
+    redactor: Redactor = field(default_factory=Redactor)
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

@@ -113,3 +113,19 @@ async def test_an_unreachable_store_withholds_answers_and_stops_tools(tmp_path: 
             assert (await http.get("/health/ready")).status_code == 503
             health = (await http.get("/health")).json()
             assert health["events"]["status"] != "ok" and health["status"] != "ok"
+
+
+async def test_rows_carry_the_trace_and_never_a_secret(gw: RunningGateway) -> None:
+    import re
+    import uuid
+
+    user = str(uuid.uuid4())
+    secret = gw.secret.decode()  # a vault secret (the signing key) smuggled into the arguments
+    assert await attempt(gw, gw.token("ops_viewer", user_id=user), "echo.ping",
+                         {"message": f"key={secret} and more"}) == "ok"
+    (row,) = await events_of(gw, user)
+    stored = repr(row)
+    assert secret not in stored and "[REDACTED:secret]" in row.payload["args"]["message"]
+    assert secret not in repr(row.result)
+    assert row.trace_id is not None and re.fullmatch(r"[0-9a-f]{32}", row.trace_id)
+    assert row.span_id is not None and re.fullmatch(r"[0-9a-f]{16}", row.span_id)
