@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,4 +104,49 @@ def utc_timestamp(value: str | datetime | None = None) -> str:
     return dt.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-__all__ = ["UUID_TEXT", "RunEvent", "new_event_id", "parse_timestamp", "utc_timestamp"]
+_encode = msgspec.json.Encoder().encode
+_decode_obj = msgspec.json.Decoder(dict[str, Any] | None).decode
+
+
+def to_row(e: RunEvent) -> tuple[Any, ...]:
+    """The event as the stores' column tuple (JSON as text; both stores bind the same shape)."""
+    return (
+        e.id,
+        e.provider,
+        e.tool,
+        e.caller_id,
+        None if e.payload is None else _encode(e.payload).decode(),
+        None if e.result is None else _encode(e.result).decode(),
+        e.duration_ms,
+        utc_timestamp(e.created_at),
+        e.decision,
+        _encode(e.policy_ids).decode(),
+        e.bundle_revision,
+        _encode(e.exception_ids).decode(),
+        e.trace_id,
+        e.span_id,
+    )
+
+
+def from_row(r: Any, *, ids: Callable[[Any], list[str]], stamp: Callable[[Any], str]) -> RunEvent:
+    """An event from a stored row; `ids` and `stamp` read the columns each store keeps its own way
+    (Postgres text[] and timestamptz, SQLite JSON text and ISO text)."""
+    return RunEvent(
+        id=r[0],
+        provider=r[1],
+        tool=r[2],
+        caller_id=r[3],
+        payload=None if r[4] is None else _decode_obj(r[4]),
+        result=None if r[5] is None else _decode_obj(r[5]),
+        duration_ms=r[6],
+        created_at=stamp(r[7]),
+        decision=r[8],
+        policy_ids=ids(r[9]),
+        bundle_revision=r[10],
+        exception_ids=ids(r[11]),
+        trace_id=r[12],
+        span_id=r[13],
+    )
+
+
+__all__ = ["UUID_TEXT", "RunEvent", "from_row", "new_event_id", "parse_timestamp", "to_row", "utc_timestamp"]

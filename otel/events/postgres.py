@@ -25,7 +25,7 @@ import asyncpg
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
-from otel.events.model import RunEvent, utc_timestamp
+from otel.events.model import RunEvent, from_row, to_row, utc_timestamp
 
 _PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 7  # the order of _COLUMNS
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
@@ -41,7 +41,6 @@ _SELECT = (
 # anything else (connection, timeout, privilege, server) means "not now".
 _REJECT = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _encode = msgspec.json.Encoder().encode
-_decode_obj = msgspec.json.Decoder(dict[str, Any] | None).decode
 
 
 class PostgresEventStore(EventStore):
@@ -96,7 +95,7 @@ class PostgresEventStore(EventStore):
         return self._pool
 
     async def _write_batch(self, events: list[RunEvent]) -> None:
-        columns = [list(c) for c in zip(*map(_row, events), strict=True)]
+        columns = [list(c) for c in zip(*map(to_row, events), strict=True)]
         try:
             async with asyncio.timeout(self._timeout):
                 pool = await self._get_pool()
@@ -169,42 +168,8 @@ class PostgresEventStore(EventStore):
                 self._pool.terminate()
 
 
-def _row(e: RunEvent) -> tuple[Any, ...]:
-    return (
-        e.id,
-        e.provider,
-        e.tool,
-        e.caller_id,
-        None if e.payload is None else _encode(e.payload).decode(),
-        None if e.result is None else _encode(e.result).decode(),
-        e.duration_ms,
-        utc_timestamp(e.created_at),
-        e.decision,
-        _encode(e.policy_ids).decode(),
-        e.bundle_revision,
-        _encode(e.exception_ids).decode(),
-        e.trace_id,
-        e.span_id,
-    )
-
-
-def _event(r: asyncpg.Record) -> RunEvent:
-    return RunEvent(
-        id=r[0],
-        provider=r[1],
-        tool=r[2],
-        caller_id=r[3],
-        payload=None if r[4] is None else _decode_obj(r[4]),
-        result=None if r[5] is None else _decode_obj(r[5]),
-        duration_ms=r[6],
-        created_at=utc_timestamp(r[7]),
-        decision=r[8],
-        policy_ids=list(r[9]),
-        bundle_revision=r[10],
-        exception_ids=list(r[11]),
-        trace_id=r[12],
-        span_id=r[13],
-    )
+def _event(r: Any) -> RunEvent:
+    return from_row(r, ids=list, stamp=utc_timestamp)
 
 
 async def apply_migrations(conn: asyncpg.Connection, directory: str | Path) -> list[str]:

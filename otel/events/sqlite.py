@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
-from otel.events.model import RunEvent, utc_timestamp
+from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
     "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
@@ -56,7 +56,6 @@ begin select raise(abort, 'run_events is append-only: DELETE is not allowed'); e
 
 _INSERT = f"insert or ignore into run_events ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _encode = msgspec.json.Encoder().encode
-_decode_obj = msgspec.json.Decoder(dict[str, Any] | None).decode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 
 
@@ -92,7 +91,7 @@ class SqliteEventStore(EventStore):
         return conn
 
     async def _write_batch(self, events: list[RunEvent]) -> None:
-        rows = [_row(e) for e in events]
+        rows = [to_row(e) for e in events]
         await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
 
     def _write_sync(self, rows: list[tuple[Any, ...]]) -> None:
@@ -167,42 +166,8 @@ class SqliteEventStore(EventStore):
         self._rpool.shutdown()
 
 
-def _row(e: RunEvent) -> tuple[Any, ...]:
-    return (
-        e.id,
-        e.provider,
-        e.tool,
-        e.caller_id,
-        None if e.payload is None else _encode(e.payload).decode(),
-        None if e.result is None else _encode(e.result).decode(),
-        e.duration_ms,
-        utc_timestamp(e.created_at),
-        e.decision,
-        _encode(e.policy_ids).decode(),
-        e.bundle_revision,
-        _encode(e.exception_ids).decode(),
-        e.trace_id,
-        e.span_id,
-    )
-
-
-def _event(r: tuple[Any, ...]) -> RunEvent:
-    return RunEvent(
-        id=r[0],
-        provider=r[1],
-        tool=r[2],
-        caller_id=r[3],
-        payload=None if r[4] is None else _decode_obj(r[4]),
-        result=None if r[5] is None else _decode_obj(r[5]),
-        duration_ms=r[6],
-        created_at=r[7],
-        decision=r[8],
-        policy_ids=_decode_ids(r[9]),
-        bundle_revision=r[10],
-        exception_ids=_decode_ids(r[11]),
-        trace_id=r[12],
-        span_id=r[13],
-    )
+def _event(r: Any) -> RunEvent:
+    return from_row(r, ids=_decode_ids, stamp=str)
 
 
 __all__ = ["SqliteEventStore"]
