@@ -12,6 +12,7 @@ Unlike OPA, an undefined result does not exist here: a request nothing permits a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -58,12 +59,14 @@ async def data(request: Request[Any, Any, Any], path: FromPath[str], data: JSONB
         raise _error(GatewayError(Code.INVALID_INPUT, str(e))) from None
     if "now" in q.context:
         raise _error(GatewayError(Code.INVALID_INPUT, "context.now is set by the gateway's clock"))
+    started = time.perf_counter()
     d = services.engine.decide(query, now=services.clock())
     result: Any = d.allowed if PATHS[path] else {
         "allow": d.allowed, "reasons": list(d.reasons), "errors": list(d.errors), "mode": d.mode,
         "shadow": msgspec.to_builtins(d.shadow), "tiers": msgspec.to_builtins(d.tiers),
         "exceptions_applied": list(d.exceptions_applied), "bundle_revision": d.bundle_revision}
-    services.note_decision_api(caller, path, d)
+    await services.record_decision_api(caller, path, msgspec.to_builtins(q), d,
+                                       int((time.perf_counter() - started) * 1000))
     return {"result": result, "decision_id": d.decision_id}
 
 

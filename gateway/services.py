@@ -59,8 +59,19 @@ class Services:
     async def events_health(self) -> dict[str, Any]:
         return await self.audit.store.health() if self.audit is not None else {"store": "none", "status": "ok"}
 
-    def note_decision_api(self, caller: Caller, path: str, decision: Decision) -> None:
-        log.info("decision api %s by %s: %s %s", path, caller.id, decision.allowed, decision.decision_id)
+    async def record_decision_api(self, caller: Caller, path: str, query: dict[str, Any], decision: Decision,
+                                  duration_ms: int) -> None:
+        """A decision-API answer is an audited operation too (provider "opsgate", tool "decide").
+        Raises HTTP 503 EVENT_STORE_UNAVAILABLE when it cannot be recorded: the answer is withheld."""
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(caller_id=caller.id, tool="opsgate.decide", arguments={"path": path, **query},
+                                    decision=decision, result={"status": "answered", "allow": decision.allowed,
+                                                               "decision_id": decision.decision_id},
+                                    duration_ms=duration_ms)
+        except GatewayError as e:
+            raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload) from None
 
 
 __all__ = ["Authenticate", "Services"]

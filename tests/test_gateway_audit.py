@@ -129,3 +129,19 @@ async def test_rows_carry_the_trace_and_never_a_secret(gw: RunningGateway) -> No
     assert secret not in repr(row.result)
     assert row.trace_id is not None and re.fullmatch(r"[0-9a-f]{32}", row.trace_id)
     assert row.span_id is not None and re.fullmatch(r"[0-9a-f]{16}", row.span_id)
+
+
+async def test_decision_api_calls_are_events(gw: RunningGateway) -> None:
+    import uuid
+
+    admin = str(uuid.uuid4())
+    query = {"input": {"principal": 'Ops::User::"u1"', "action": "echo.scan", "resource": 'Ops::Provider::"echo"',
+                       "entities": [{"uid": {"type": "Ops::User", "id": "u1"},
+                                     "parents": [{"type": "Ops::Role", "id": "ops_viewer"}]}]}}
+    async with httpx.AsyncClient(base_url=gw.url,
+                                 headers={"Authorization": f"Bearer {gw.token('ops_admin', user_id=admin)}"}) as http:
+        answer = (await http.post("/v1/data/opsgate/authz", json=query)).json()
+    (row,) = await events_of(gw, admin)
+    assert (row.provider, row.tool, row.decision) == ("opsgate", "decide", "deny")
+    assert row.result == {"status": "answered", "allow": False, "decision_id": answer["decision_id"]}
+    assert row.payload["args"]["path"] == "opsgate/authz" and row.payload["args"]["action"] == "echo.scan"
