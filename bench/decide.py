@@ -146,8 +146,8 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
     """Where a warm decide() spends its time: each Cedar call it makes, and Python around them.
     A separate pass with is_authorized wrapped; its timings are not mixed with the table's.
 
-    decide() calls Cedar once for the enforce slice (authorization and rate tiers together), then
-    once more for the dryrun-only slice when a dryrun policy's scope can match (the shadow)."""
+    decide() calls Cedar once per decision: one slice answers authorization, rate tiers and the
+    dryrun policies together."""
     spent: list[int] = []
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -159,7 +159,7 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
                 spent.append(ns() - t0)
         return timed
 
-    by_call: dict[str, list[int]] = {"enforce": [], "shadow": []}
+    by_call: dict[str, list[int]] = {"enforce": []}
     inside: list[int] = []
     calls: list[int] = []
     total: list[int] = []
@@ -171,7 +171,7 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
             total.append(ns() - t0)
             inside.append(sum(spent))
             calls.append(len(spent))
-            for name, t in zip(("enforce", "shadow"), spent, strict=False):
+            for name, t in zip(("enforce",), spent, strict=False):
                 by_call[name].append(t)
     b = eng.bundle
     sizes = [len(b.enforce.slice(k)[0]) for k in b.enforce.hot_keys(len(requests))]
@@ -405,13 +405,12 @@ def render(result: dict[str, Any]) -> str:
                      f"{w['p50_us']:>9} {w['p99_us']:>8} | {r['ratio_p50']:>9} {r['ratio_p99']:>5} | "
                      f"{cd['p50_us']:>15} {cd['p99_us']:>8} | {cr['p50_us']:>12} {cr['p99_us']:>8}")
     lines += ["", "anatomy of a warm decide() (p50 us of each Cedar call it makes, and of the Python around them)",
-              f"{'policies':>8} | {'enforce':>7} {'dryrun':>6} | {'calls':>5} | {'enforce':>7} {'shadow (n)':>16} "
+              f"{'policies':>8} | {'enforce':>7} {'dryrun':>6} | {'calls':>5} | {'enforce':>7} "
               f"| {'all cedar':>9} {'python':>6} | {'slice mean':>10} {'max':>4} | {'load s':>6}"]
     for r in result["sizes"]:
         a = r["anatomy"]
-        shadow = f"{a['shadow_p50_us']} ({a['shadow_calls']})"
         lines.append(f"{r['policies']:>8} | {r['enforce_policies']:>7} {r['dryrun_policies']:>6} | "
-                     f"{a['cedar_calls_per_decide']:>5} | {a['enforce_p50_us']:>7} {shadow:>16} | "
+                     f"{a['cedar_calls_per_decide']:>5} | {a['enforce_p50_us']:>7} | "
                      f"{a['in_cedar_p50_us']:>9} {a['python_p50_us']:>6} | {a['mean_slice']:>10} {a['max_slice']:>4} | "
                      f"{r['load_s']:>6}")
     rl = result.get("reload")

@@ -155,10 +155,6 @@ class Slicer:
         self._by_request[key] = hit
         return hit
 
-    def full_set(self) -> cedarpy.PolicySet:
-        """Every policy of this index in one set."""
-        return self._sets.get(tuple(self._fragments))
-
     def warm(self, keys: Iterable[tuple[Any, ...]]) -> None:
         """Build the slices for these request keys ahead of use (before a bundle swap); Cedar may
         run on another thread meanwhile."""
