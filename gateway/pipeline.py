@@ -23,7 +23,7 @@ from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
 from otel.tracing import decision_span, enrich_call_span
-from providers.sdk import CallContext, ToolError
+from providers.sdk import CallContext, Refused, ToolError, current_call
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -63,7 +63,8 @@ def to_result(value: Any) -> types.CallToolResult:
                                 structured_content=structured)
 
 
-STATUS = {Code.FORBIDDEN: "denied", Code.RATE_LIMIT: "rate_limited", Code.INVALID_INPUT: "invalid_input",
+STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code.TABLE_NOT_ALLOWED: "denied",
+          Code.COLUMN_NOT_ALLOWED: "denied", Code.RATE_LIMIT: "rate_limited", Code.INVALID_INPUT: "invalid_input",
           Code.EVENT_STORE_UNAVAILABLE: "unrecorded"}
 
 
@@ -152,9 +153,13 @@ class Pipeline:
 
         if self.audit is not None:
             self.audit.ensure_available()  # no unauditable operations
-        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id)
+        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+        token = current_call.set(ctx)
         try:
             value = await registered.tool.handler(ctx, args)
+        except Refused as e:
+            code = Code(e.code) if e.code in Code.__members__ else Code.FORBIDDEN
+            raise GatewayError(code, e.message, **{**e.data, "decision_id": decision.decision_id}) from None
         except ToolError as e:
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=e.message)], is_error=True,
@@ -164,6 +169,8 @@ class Pipeline:
             log.exception("tool %s failed (decision %s)", name, decision.decision_id)
             raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
                                f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
+        finally:
+            current_call.reset(token)
         return to_result(value)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.catalogue import Catalogue
-from providers.sdk import CallContext, HealthStatus, ProviderBase, Tool
+from providers.sdk import CallContext, HealthStatus, ProviderBase, Runtime, Tool
 
 
 class RegistrationError(Exception):
@@ -58,7 +58,8 @@ class Registered:
 
 
 class Registry:
-    def __init__(self, providers: Iterable[object] = ()) -> None:
+    def __init__(self, providers: Iterable[object] = (), *, runtime: Runtime | None = None) -> None:
+        self._runtime = runtime
         self._providers: dict[str, ProviderBase] = {}
         self._tools: dict[str, Registered] = {}
         for p in providers:
@@ -86,6 +87,8 @@ class Registry:
                                         "(constitution rule 9)")
             full = f"{name}.{tool.name}"
             tools[full] = Registered(full, provider, tool, input_schema(tool.input))
+        if self._runtime is not None:
+            provider.bind(self._runtime)  # the provider's only door to policy, secrets and events
         self._providers[name] = provider
         self._tools.update(tools)
 

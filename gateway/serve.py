@@ -25,6 +25,7 @@ from gateway.errors import Code, GatewayError
 from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
+from gateway.runtime import GatewayRuntime
 from gateway.services import Services
 from otel.events import EventStore, PostgresEventStore, SqliteEventStore
 from otel.redact import Redactor
@@ -73,13 +74,15 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     else:
         limiter = MemoryLimiter()
     engine = Engine.from_dir(config.policies)
-    registry = Registry(providers if providers is not None else default_providers())
     store: EventStore = (PostgresEventStore(config.database_url) if config.events == "postgres"
                          else SqliteEventStore(Path(config.state_dir) / "events.db"))
-    # Secret values the redactor removes wherever they appear: today the signing key; the vault
-    # adds what it hands providers once they read it (issue 5).
-    redactor = Redactor(lambda: (secret.decode(),), config.sensitive_paths)
+    runtime = GatewayRuntime(engine, vault=vault)
+    # Secret values the redactor removes wherever they appear: the signing key and every value
+    # the vault has handed a provider.
+    redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
+    runtime.audit = audit
+    registry = Registry(providers if providers is not None else default_providers(), runtime=runtime)
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
 
 

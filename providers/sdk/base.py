@@ -1,14 +1,21 @@
-"""ProviderBase: the one shape the gateway registers (constitution rule 10)."""
+"""ProviderBase: the one shape the gateway registers (constitution rule 10), with the
+constitution's required exports in Python names.
+
+Every export delegates to the Runtime the gateway binds at registration; none holds policy.
+An unbound provider refuses them all (fail closed).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from providers.sdk.health import HealthStatus
-from providers.sdk.tool import Tool
+from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
+from providers.sdk.tool import CallContext, Refused, Tool
 
 
 def now_iso() -> str:
@@ -19,9 +26,54 @@ class ProviderBase:
     """Subclass, set `name`, return your tools from `tools()`, override `probe()` for health."""
 
     name: ClassVar[str]
+    # Rule 6: a health check that takes longer than this answers "degraded".
+    health_budget_s: ClassVar[float] = 5.0
+
+    _runtime: Runtime = UnboundRuntime()
+
+    def bind(self, runtime: Runtime) -> None:
+        """Called by the gateway's registry, once; a provider never calls this itself."""
+        if not isinstance(self._runtime, UnboundRuntime):
+            raise RuntimeError(f"provider {self.name!r} is already bound to a gateway")
+        self._runtime = runtime
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
 
     def tools(self) -> Sequence[Tool]:
         raise NotImplementedError
+
+    # -- the constitution's exports -------------------------------------------------------
+
+    async def require_ops_access(self, role: str) -> None:
+        """Rule 2: refuse (FORBIDDEN) unless the current caller holds `role` or a role above it.
+        The gateway has already decided the tool itself; this is for finer steps inside one."""
+        call = current_call.get()
+        if call is None:
+            raise Refused("FORBIDDEN", f"{self.name}: no caller in context; {role} required")
+        if not self._runtime.has_role(call.role, role):
+            raise Refused("FORBIDDEN", f"{call.tool} requires {role}; caller has {call.role or 'no role'}")
+
+    async def emit_event(self, tool: str, payload: Any, result: Any) -> None:
+        """Rule 3: an extra ops.run_events row (every tool call already gets one automatically)."""
+        await self._runtime.emit_event(self.name, tool, payload, result, current_call.get())
+
+    async def get_vault_secret(self, key: str) -> str:
+        """Rule 4: one of this provider's own secrets, after a `read_secret` decision."""
+        return await self._runtime.read_secret(self.name, key)
+
+    def validate_hostname(self, url: str) -> None:
+        """Rule 5: raise Refused(FORBIDDEN) unless the policy lets this provider reach `url`.
+        (The SDK's HTTP client does this on every request and redirect hop by itself.)"""
+        parts = urlsplit(url)
+        scheme = (parts.scheme or "").lower()
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        verdict = self._runtime.egress(self.name, scheme=scheme, host=host, port=port)
+        if not verdict.allowed:
+            raise Refused("FORBIDDEN", f"{self.name} may not reach {host!r}: {verdict.message or 'not allowlisted'}",
+                          refused_by=verdict.decision_id)
 
     async def probe(self) -> None:
         """Raise if the upstream is not usable; the vendor's cheapest authenticated call."""
@@ -36,4 +88,4 @@ class ProviderBase:
         return HealthStatus(self.name, "ok", int((time.perf_counter() - start) * 1000), now_iso())
 
 
-__all__ = ["ProviderBase", "now_iso"]
+__all__ = ["CallContext", "ProviderBase", "now_iso"]

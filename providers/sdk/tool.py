@@ -21,6 +21,7 @@ class CallContext(msgspec.Struct, frozen=True):
     caller_id: str
     tool: str
     decision_id: str
+    role: str | None = None  # the caller's ops role, as the gateway authenticated it
 
 
 class ToolError(Exception):
@@ -30,6 +31,20 @@ class ToolError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class Refused(Exception):
+    """A refusal the gateway reports with a stable code rather than as a tool error.
+
+    `code` is one of the gateway's codes: FORBIDDEN (role, egress, secret), USER_ID_REQUIRED,
+    TABLE_NOT_ALLOWED, COLUMN_NOT_ALLOWED, INVALID_INPUT, QUERY_FAILED. `data` must hold no secret.
+    """
+
+    def __init__(self, code: str, message: str, **data: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
@@ -46,4 +61,4 @@ class Tool:
     handler: Handler
 
 
-__all__ = ["CallContext", "Handler", "Kind", "Tool", "ToolError"]
+__all__ = ["CallContext", "Handler", "Kind", "Refused", "Tool", "ToolError"]
