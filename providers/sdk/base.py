@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from providers.sdk.egress import EgressClient
 from providers.sdk.health import HealthStatus
 from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
 from providers.sdk.tool import CallContext, Refused, Tool
@@ -74,6 +75,12 @@ class ProviderBase:
         if not verdict.allowed:
             raise Refused("FORBIDDEN", f"{self.name} may not reach {host!r}: {verdict.message or 'not allowlisted'}",
                           refused_by=verdict.decision_id)
+
+    def http(self, **kwargs: Any) -> EgressClient:
+        """The provider's HTTP client (httpx.AsyncClient kwargs): egress-checked on every request
+        and redirect hop. Providers get no other way out (rule 5) and no client for the gateway
+        or for each other (rule 7)."""
+        return EgressClient(self, **kwargs)
 
     async def probe(self) -> None:
         """Raise if the upstream is not usable; the vendor's cheapest authenticated call."""
