@@ -163,7 +163,16 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
     inside: list[int] = []
     calls: list[int] = []
     total: list[int] = []
-    with patched(engine.engine.cedarpy, "is_authorized", wrap):
+    evaluated: list[int] = []
+
+    def count(f: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*a: Any, **k: Any) -> Any:
+            hit = f(*a, **k)
+            evaluated.append(len(hit[0]))
+            return hit
+        return counted
+
+    with patched(engine.engine.cedarpy, "is_authorized", wrap), patched(eng.bundle.enforce, "slice_for", count):
         for req in requests:
             spent.clear()
             t0 = ns()
@@ -178,7 +187,9 @@ def anatomy(eng: Engine, requests: list[Request]) -> dict[str, float]:
     out = {"cedar_calls_per_decide": round(statistics.mean(calls), 2),
            "in_cedar_p50_us": round(pct(inside, 0.5), 1),
            "python_p50_us": round(pct([t - c for t, c in zip(total, inside, strict=True)], 0.5), 1),
-           "mean_slice": round(statistics.mean(sizes), 1), "max_slice": max(sizes)}
+           "mean_slice": round(statistics.mean(sizes), 1), "max_slice": max(sizes),
+           # what Cedar actually evaluates: the scope slice less the policies argument guards drop
+           "mean_evaluated": round(statistics.mean(evaluated), 1) if evaluated else 0.0}
     for name, ts in by_call.items():
         out[f"{name}_calls"] = len(ts)
         out[f"{name}_p50_us"] = round(pct(ts, 0.5), 1) if ts else 0.0
@@ -406,13 +417,13 @@ def render(result: dict[str, Any]) -> str:
                      f"{cd['p50_us']:>15} {cd['p99_us']:>8} | {cr['p50_us']:>12} {cr['p99_us']:>8}")
     lines += ["", "anatomy of a warm decide() (p50 us of each Cedar call it makes, and of the Python around them)",
               f"{'policies':>8} | {'enforce':>7} {'dryrun':>6} | {'calls':>5} | {'enforce':>7} "
-              f"| {'all cedar':>9} {'python':>6} | {'slice mean':>10} {'max':>4} | {'load s':>6}"]
+              f"| {'all cedar':>9} {'python':>6} | {'slice mean':>10} {'max':>4} {'evaluated':>9} | {'load s':>6}"]
     for r in result["sizes"]:
         a = r["anatomy"]
         lines.append(f"{r['policies']:>8} | {r['enforce_policies']:>7} {r['dryrun_policies']:>6} | "
                      f"{a['cedar_calls_per_decide']:>5} | {a['enforce_p50_us']:>7} | "
-                     f"{a['in_cedar_p50_us']:>9} {a['python_p50_us']:>6} | {a['mean_slice']:>10} {a['max_slice']:>4} | "
-                     f"{r['load_s']:>6}")
+                     f"{a['in_cedar_p50_us']:>9} {a['python_p50_us']:>6} | {a['mean_slice']:>10} {a['max_slice']:>4} "
+                     f"{a['mean_evaluated']:>9} | {r['load_s']:>6}")
     rl = result.get("reload")
     if rl:
         lines += ["", f"reload at {rl['policies']} policies (one engine.reload() takes {rl['reload_s']} s alone, "

@@ -25,6 +25,7 @@ import cedarpy
 import msgspec
 
 from engine import allowlist, catalogue
+from engine.guards import guard_of
 from engine.index import Key, PolicySets, Slicer, policy_set_json, request_keys, scope_keys, uid_key
 from engine.model import BundleError, Issue
 
@@ -92,8 +93,9 @@ class Bundle:
         self.tier_cache: dict[tuple[str, str], Any] = {}  # (policy id, action) -> engine Tier
         self.dryrun_ids = frozenset(p.id for p in dryrun)
         enforced = [p for p in policies if p.mode == "enforce"]
+        ordered = (*enforced, *tiers, *dryrun)
         self.enforce = Slicer([*(r.fragment for r in (*enforced, *tiers)), *(r.marker_fragment for r in dryrun)],
-                              [r.scope for r in (*enforced, *tiers, *dryrun)], self.sets)
+                              [r.scope for r in ordered], self.sets, [guard_of(r.est) for r in ordered])
         self.static_parents = {uid_key(e["uid"]): [uid_key(p) for p in e["parents"]] for e in static_entities}
         self.static_entities_json = json.dumps(static_entities)
         self.static_entities_handle = cedarpy.Entities.from_json_str(self.static_entities_json, schema)

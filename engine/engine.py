@@ -29,6 +29,7 @@ import msgspec
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
+from engine.guards import ABSENT
 from engine.index import Key, request_keys, uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
@@ -224,10 +225,9 @@ class Engine:
         b = self._bundle
         ctx = dict(req.context)
         ctx["now"] = cedar_datetime(now or self._clock())
-        if "args" in ctx:
-            types = b.args_types.get(req.action)
-            if types is not None:
-                ctx["args"] = project(ctx["args"], types)
+        types = b.args_types.get(req.action)
+        if "args" in ctx and types is not None:
+            ctx["args"] = project(ctx["args"], types)
         resolved = self._resolve(b, req)
         if resolved.entities is None:
             return self._decision(b, start, Verdict(False, (), (resolved.error or "invalid entities",)))
@@ -236,7 +236,7 @@ class Engine:
         # evaluation, and it accepts the JSON text as is.
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                    "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
-        _, ps = b.enforce.slice_for(*keys)
+        _, ps = b.enforce.slice_for(*keys, ctx.get("args", ABSENT), types[1] if types is not None else None)
         parts = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)), b.tier_ids,
                       b.dryrun_ids, b.effect_of)
         v = verdict(parts.authz, b.effect_of)

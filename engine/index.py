@@ -12,6 +12,11 @@ request looks up every combination of its own keys per dimension (request_keys: 
 itself and its ancestors by in, its type by is, and None). Ancestors come from the same
 entity data handed to Cedar for that request, never from a separate copy.
 
+Within a scope slice, policies whose argument guard (engine/guards.py) is certainly false for
+the request's args drop out too: Cedar's cost grows with every policy it evaluates, and most
+tool policies open with such tests. The slice then depends on the few argument values the
+guards look at, so each scope slice keeps its own small cache by that signature.
+
 Building a Cedar PolicySet costs ~12 us per policy, so slices are cached twice: request key
 -> slice (per bundle), and slice content -> compiled PolicySet (PolicySets, shared across
 bundles, so identical slices share one handle even across reloads).
@@ -19,11 +24,14 @@ bundles, so identical slices share one handle even across reloads).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
 import cedarpy
+
+from engine.guards import ABSENT, Guard, excluded, signature, signature_names
 
 Key = tuple[str, str] | None
 
@@ -89,14 +97,33 @@ class PolicySets:
         return len(self._sets)
 
 
+Slice = tuple[tuple[int, ...], cedarpy.PolicySet]
+
+
+@dataclass
+class _Scoped:
+    """A scope slice for one action, and what its policies' argument guards look at."""
+
+    indices: tuple[int, ...]
+    ps: cedarpy.PolicySet
+    eq: tuple[str, ...] = ()
+    has: tuple[str, ...] = ()
+    guarded: bool = False
+    by_signature: dict[tuple[Any, ...], Slice] = field(default_factory=dict)
+
+
 class Slicer:
     """An immutable index over one list of policies plus its request -> slice cache."""
 
     CACHE_MAX = 8192
+    SIGNATURES_MAX = 512  # argument signatures remembered per scope slice
 
     def __init__(self, fragments: Sequence[str], scopes: Sequence[tuple[Sequence[Key], ...]],
-                 sets: PolicySets | None = None) -> None:
+                 sets: PolicySets | None = None, guards: Sequence[Guard] | None = None) -> None:
         self._fragments = list(fragments)  # '"<id>":<policy JSON>', the unit a PolicySet is built from
+        self._guards: list[Guard] = list(guards) if guards is not None else [()] * len(self._fragments)
+        if len(self._guards) != len(self._fragments):
+            raise ValueError("one guard per policy")
         self._sets = sets if sets is not None else PolicySets()
         self._buckets: dict[tuple[Key, Key, Key], list[int]] = {}
         self.principal_keys: set[Key] = set()
@@ -109,7 +136,7 @@ class Slicer:
             self.action_keys.update(k for k in aks if k)
             self.resource_keys.update(k for k in rks if k)
         self._by_request: dict[tuple[Any, ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
-        self._by_ancestry: dict[tuple[frozenset[Key], ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
+        self._by_ancestry: dict[tuple[frozenset[Key], ...], _Scoped] = {}
 
     def __len__(self) -> int:
         return len(self._fragments)
@@ -123,21 +150,40 @@ class Slicer:
             frozenset(k for k in r_keys if k in self.resource_keys),
         )
 
-    def slice_for(self, p_keys: frozenset[Key], a_keys: frozenset[Key],
-                  r_keys: frozenset[Key]) -> tuple[tuple[int, ...], cedarpy.PolicySet]:
-        """`slice(request_key(...))`, remembered by the ancestry sets themselves: the engine hands
-        in the same cached frozensets call after call, whose hashes Python keeps, so a hit costs
-        one dict lookup."""
+    def slice_for(self, p_keys: frozenset[Key], a_keys: frozenset[Key], r_keys: frozenset[Key],
+                  args: Any = ABSENT, fields: Mapping[str, Any] | None = None) -> Slice:
+        """The policies Cedar must see for a request: its scope slice (`slice(request_key(...))`,
+        remembered by the ancestry sets themselves: the engine hands in the same cached frozensets
+        call after call, whose hashes Python keeps, so a hit costs one dict lookup), less the
+        policies whose argument guard `args` certainly fails.
+
+        `args` is the request's projected `context.args` (ABSENT when it has none) and `fields`
+        the action's declared arguments; the action is fixed by `a_keys` (it holds the action's
+        own key), so one scope slice always sees one action's fields."""
         ancestry = (p_keys, a_keys, r_keys)
-        hit = self._by_ancestry.get(ancestry)
-        if hit is None:
-            hit = self.slice(self.request_key(p_keys, a_keys, r_keys))
+        scoped = self._by_ancestry.get(ancestry)
+        if scoped is None:
+            indices, ps = self.slice(self.request_key(p_keys, a_keys, r_keys))
+            guards = [self._guards[i] for i in indices if self._guards[i]]
+            eq, has = signature_names(guards)
+            scoped = _Scoped(indices, ps, eq, has, bool(guards))
             if len(self._by_ancestry) >= self.CACHE_MAX:
                 self._by_ancestry.pop(next(iter(self._by_ancestry)))
-            self._by_ancestry[ancestry] = hit
+            self._by_ancestry[ancestry] = scoped
+        if not scoped.guarded:
+            return scoped.indices, scoped.ps
+        sig = signature(args, scoped.eq, scoped.has)
+        hit = scoped.by_signature.get(sig)
+        if hit is None:
+            declared = fields or {}
+            kept = tuple(i for i in scoped.indices if not excluded(self._guards[i], args, declared))
+            hit = (kept, self._sets.get(tuple(self._fragments[i] for i in kept)))
+            if len(scoped.by_signature) >= self.SIGNATURES_MAX:
+                scoped.by_signature.pop(next(iter(scoped.by_signature)))
+            scoped.by_signature[sig] = hit
         return hit
 
-    def slice(self, key: tuple[Any, ...], *, release_gil: bool = False) -> tuple[tuple[int, ...], cedarpy.PolicySet]:
+    def slice(self, key: tuple[Any, ...], *, release_gil: bool = False) -> Slice:
         hit = self._by_request.get(key)
         if hit is not None:
             return hit
