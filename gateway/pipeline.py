@@ -23,7 +23,7 @@ from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
 from otel.tracing import decision_span, enrich_call_span
-from providers.sdk import CallContext, Refused, ToolError, current_call
+from providers.sdk import CallContext, ProviderBase, Refused, ToolError, current_call
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -99,6 +99,9 @@ class Pipeline:
         try:
             result = await self._call(caller, name, arguments, out)
         except GatewayError as e:
+            registered = self.registry.get(name)
+            if registered is not None:
+                _add_provider_data(e, registered.provider)
             await self._record(caller, name, arguments, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
                 **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
@@ -181,6 +184,8 @@ class Pipeline:
             finally:
                 current_call.reset(token)
         except GatewayError as e:
+            if registered is not None:
+                _add_provider_data(e, registered.provider)
             await self._record(caller, name, {"uri": uri}, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
                 **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
@@ -223,6 +228,15 @@ class Pipeline:
         if self.audit is not None:
             self.audit.ensure_available()  # no unauditable operations
         return decision
+
+
+def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:
+    try:
+        extra = provider.error_data(str(e.code), e.message)
+    except Exception:  # a broken hook must not hide the error it decorates
+        log.exception("%s.error_data failed", provider.name)
+        return
+    e.data = {**{k: v for k, v in extra.items() if v is not None}, **e.data}
 
 
 def _refusal(e: Refused, decision: Decision) -> GatewayError:

@@ -51,6 +51,12 @@ class ProviderBase:
         `<provider>.resource.<name>` (kind read)."""
         return ()
 
+    def error_data(self, code: str, message: str) -> dict[str, Any]:
+        """Extra JSON-RPC error `data` for every error a call to this provider's tools or resources
+        ends in, the gateway's refusals included (e.g. a response envelope the provider's spec
+        requires). The gateway's own keys (code, message, decision_id, ...) always win."""
+        return {}
+
     # -- the constitution's exports -------------------------------------------------------
 
     async def require_ops_access(self, role: str) -> None:
