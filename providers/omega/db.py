@@ -130,7 +130,7 @@ class PostgresDatabase:
                 await conn.execute("set local role " + ("authenticated" if viewer.role == "authenticated" else "anon"))
                 await conn.execute("select set_config('request.jwt.claims', $1, true)", json.dumps(viewer.claims))
                 return await conn.fetch(sql, *params)
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as e:
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
             raise QueryError(f"{type(e).__name__}: {e}") from None
 
     async def fetch(self, viewer: Viewer, table: str, columns: list[str], where: Where, order_by: str | None,
