@@ -152,7 +152,7 @@ COMPONENT_CRITICALITY = {"guardian": 1.0, "autonomy": 1.0, "constraints": 1.0, "
 CHANGE_WEIGHT = {"threshold_change": 0.6, "prompt_update": 0.4, "constraint_add": 0.3, "constraint_remove": 1.0,
                  "autonomy_change": 1.0, "model_change": 0.7, "config_change": 0.5}
 # Keys that would touch what the MCP must never do (hard constraints of the spec).
-HARD = ("autonomy", "bypass", "auto_apply", "send", "execute", "service_role")
+HARD = ("autonomy", "bypass", "auto_apply", "send", "execute", "privilege")
 
 
 def simulate(change_type: str, target: str, change: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:

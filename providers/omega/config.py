@@ -11,7 +11,7 @@ class OmegaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # "sqlite": the embedded database at `sqlite_path` (relative paths are under the gateway's
     # state_dir), created and seeded with the demo data on first use. "postgres": the Supabase
     # database at `database_url`, whose login role must be a member of anon and authenticated
-    # only (like PostgREST's authenticator): never a service role, never BYPASSRLS.
+    # only (like PostgREST's authenticator): no privileged role, nothing that skips RLS.
     backend: Literal["sqlite", "postgres"] = "sqlite"
     database_url: str = "postgresql://omega_authenticator@127.0.0.1:5432/postgres"
     sqlite_path: str = "omega.db"

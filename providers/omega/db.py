@@ -10,7 +10,7 @@ asked the policy first, and the database applies row-level security on top.
 Postgres: per request, inside one transaction, exactly what PostgREST does —
 `SET LOCAL ROLE authenticated` (or `anon`) and `set_config('request.jwt.claims', <claims>, true)` —
 so auth.uid() is the caller and RLS applies as under Supabase. The login role is an
-authenticator (member of anon and authenticated only); there is no service role anywhere.
+authenticator (member of anon and authenticated only), holding no privilege of its own.
 SQLite has no roles: the backend adds the same row filter RLS would (user_id = the caller)
 to every user-scoped table, and shows an anon viewer no user rows at all.
 """
