@@ -412,3 +412,46 @@ async def test_an_unreachable_database_is_query_failed(env: OmegaEnv, tmp_path: 
         async with gw.client(gw.token("ops_viewer")) as c:
             health = (await c.call_tool("omega.health", {})).structured_content
         assert health["status"] == "down"
+
+
+# -- the policy decides, the provider follows -----------------------------------------------------
+
+
+async def test_the_security_team_changes_tables_and_columns_without_python(env: OmegaEnv, bundle_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    with (bundle_dir / "omega.cedar").open("a") as f:
+        f.write('\n@id("omega.column-not-allowed.titles")\nforbid (principal, action == Ops::Action::"query", '
+                'resource == Ops::Table::"pulse_drafts")\nwhen { context.columns.contains("title") };\n')
+    entities = json.loads((bundle_dir / "entities.json").read_text())
+    goals = next(e for e in entities if e["uid"]["id"] == "pulse_goals")
+    goals["parents"] = []  # no longer omega's: off the allowlist
+    signals = next(e for e in entities if e["uid"]["id"] == "pulse_signals")
+    signals["attrs"]["safe_columns"] = ["id", "user_id", "severity"]
+    (bundle_dir / "entities.json").write_text(json.dumps(entities))
+    config = GatewayConfig(state_dir=str(tmp_path), omega=env.omega, policies=str(bundle_dir))
+    with running_gateway(config) as gw:
+        drafts = await call(gw, "omega.query", {"table": "pulse_drafts", "userId": VIEWER})
+        assert "title" not in drafts["columns"] and "status" in drafts["columns"]
+        data = await refused(gw, "omega.query", {"table": "pulse_drafts", "userId": VIEWER, "select": ["title"]})
+        assert data["code"] == "COLUMN_NOT_ALLOWED" and data["policy_ids"] == ["omega.column-not-allowed.titles"]
+        assert (await refused(gw, "omega.query", {"table": "pulse_goals", "userId": VIEWER}))["code"] \
+            == "TABLE_NOT_ALLOWED"
+        # The purpose-built tools read through the same door: get_state reads draft titles first.
+        assert (await refused(gw, "omega.get_state", {"userId": VIEWER}))["code"] == "COLUMN_NOT_ALLOWED"
+        signals_rows = await call(gw, "omega.query", {"table": "pulse_signals", "userId": VIEWER})
+        assert signals_rows["columns"] == ["id", "user_id", "severity"]
+
+
+def test_resource_actions_are_in_the_catalogue_as_reads() -> None:
+    from engine import load_bundle
+    from gateway.registry import Registry
+    from providers.omega import OmegaProvider
+    from tests.conftest import POLICIES
+
+    catalogue = load_bundle(POLICIES).catalogue
+    registry = Registry([OmegaProvider()])
+    assert registry.drift(catalogue) == []
+    assert len(registry.resources) == 3
+    for r in registry.resources:
+        entry = catalogue.get(r.action)
+        assert entry is not None and (entry.kind, entry.input_schema) == ("read", r.input_schema), r.action
