@@ -173,6 +173,14 @@ async def test_global_tables_need_no_user_id(gw: RunningGateway) -> None:
     assert constraints["columns"] == ["name", "severity"] and constraints["count"] == 5
 
 
+async def test_resources_in_both_client_modes(gw: RunningGateway) -> None:
+    for mode in ("auto", "legacy"):
+        async with gw.client(gw.token("ops_operator"), mode=mode) as c:
+            assert len((await c.list_resources()).resources) == 3, mode
+            read = await c.read_resource("omega://autonomy-levels")
+        assert len(json.loads(read.contents[0].text)["result"]["autonomy_levels"]) == 4, mode
+
+
 async def test_resources_are_listed_read_decided_and_audited(gw: RunningGateway) -> None:
     async with gw.client(gw.token("ops_viewer")) as c:
         listed = await c.list_resources()
