@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,18 @@ class OmegaProvider(ProviderBase):
                                         "app_metadata": {"ops_role": call.role} if call.role else {}})
 
     async def _read(self, call: CallContext, table: str, columns: list[str], user_id: str | None, *,
-                    where: Where = (), order_by: str | None = "created_at", ascending: bool = False,
-                    limit: int = MAX_ROWS, extra_columns: list[str] = ()) -> list[dict[str, Any]]:
+                    where: Where | None = None, order_by: str | None = "created_at", ascending: bool = False,
+                    limit: int = MAX_ROWS, extra_columns: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Ask the policy, then read as the caller. `extra_columns` are asked separately (a blob a
         purpose-built tool is allowed to show)."""
         access = Access(self.runtime, self.name, call)
+        where = where or []
         filters = [c for c, _ in where] + ([order_by] if order_by else [])
         access.require_query(table, columns, filters, user_id)
         if extra_columns:
             access.require_query(table, list(extra_columns), filters, user_id)
-        return await self._fetch(call, table, [*columns, *extra_columns], user_id, list(where), order_by,
-                                 ascending, limit)
+        return await self._fetch(call, table, [*columns, *extra_columns], user_id, where, order_by, ascending,
+                                 limit)
 
     async def _fetch(self, call: CallContext, table: str, columns: list[str], user_id: str | None, where: Where,
                      order_by: str | None, ascending: bool, limit: int) -> list[dict[str, Any]]:
