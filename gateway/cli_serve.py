@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from gateway.config import GatewayConfig
+from providers.omega import OmegaConfig
 
 log = logging.getLogger("opsgate")
 
@@ -28,6 +29,10 @@ def register(sub: Any) -> None:
     serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
     serve.add_argument("--redis-url", default=None)
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
+    serve.add_argument("--omega-backend", choices=("sqlite", "postgres"), default=None,
+                       help="Pulse Omega database (default: embedded sqlite with demo data)")
+    serve.add_argument("--omega-database-url", default=None,
+                       help="postgres: the authenticator login's URL (password in ~/.pgpass, never here)")
     serve.set_defaults(run=run_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
     stdio.add_argument("--policies", default=None)
@@ -40,6 +45,10 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
         "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
         "redis_url": getattr(args, "redis_url", None)}.items() if v is not None}
+    omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
+                               "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
+    if omega:
+        overrides["omega"] = OmegaConfig(**omega)
     return GatewayConfig(**overrides)
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from otel.tracing import TracingConfig
+from providers.omega.config import OmegaConfig
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +37,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     tracing: TracingConfig = TracingConfig()
     # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".
     sensitive_paths: tuple[str, ...] = ()
+    # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
+    omega: OmegaConfig = OmegaConfig()
 
 
 __all__ = ["GatewayConfig"]

@@ -69,6 +69,23 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             if sink is not None and out.limits:
                 sink.update(rate_limit_headers(out.limits))
 
+    async def on_list_resources(ctx: ServerRequestContext[Any, Any],
+                                params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        return pipeline.list_resources(await caller_of(ctx))
+
+    async def on_read_resource(ctx: ServerRequestContext[Any, Any],
+                               params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        caller = await caller_of(ctx)
+        out = CallResult()
+        try:
+            return await pipeline.read_resource(caller, str(params.uri), out)
+        except GatewayError as e:
+            raise e.to_mcp() from None
+        finally:
+            sink = _header_sink(ctx)
+            if sink is not None and out.limits:
+                sink.update(rate_limit_headers(out.limits))
+
     def input_schema(name: str) -> dict[str, Any] | None:
         # Without this the SDK runs the tools/list handler on every 2026-07-28 tools/call to find
         # the schema, and ours decides visibility for every tool: a policy decision per tool per call.
@@ -76,6 +93,7 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
         return registered.input_schema if registered is not None else None
 
     return Server("opsgate", version=version, on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+                  on_list_resources=on_list_resources, on_read_resource=on_read_resource,
                   get_tool_input_schema=input_schema,
                   instructions="opsgate: every ops tool, decided by policy and audited.")
 

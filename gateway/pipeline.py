@@ -23,7 +23,7 @@ from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
 from otel.tracing import decision_span, enrich_call_span
-from providers.sdk import CallContext, Refused, ToolError, current_call
+from providers.sdk import CallContext, ProviderBase, Refused, ToolError, current_call
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -99,6 +99,9 @@ class Pipeline:
         try:
             result = await self._call(caller, name, arguments, out)
         except GatewayError as e:
+            registered = self.registry.get(name)
+            if registered is not None:
+                _add_provider_data(e, registered.provider)
             await self._record(caller, name, arguments, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
                 **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
@@ -124,11 +127,82 @@ class Pipeline:
         except msgspec.ValidationError as e:
             raise GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {e}") from None
 
-        uid, entities = principal_of(caller)
         provider = registered.provider.name
+        decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out)
+        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+        token = current_call.set(ctx)
+        try:
+            value = await registered.tool.handler(ctx, args)
+        except Refused as e:
+            raise _refusal(e, decision) from None
+        except ToolError as e:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=e.message)], is_error=True,
+                structured_content={"error": e.message, **({"retry_after_s": e.retry_after_s}
+                                                           if e.retry_after_s is not None else {})})
+        except Exception:
+            log.exception("tool %s failed (decision %s)", name, decision.decision_id)
+            raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
+                               f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
+        finally:
+            current_call.reset(token)
+        return to_result(value)
+
+    # -- resources: governed like tools, by their catalogue action ------------------------------
+
+    def list_resources(self, caller: Caller) -> types.ListResourcesResult:
+        """The resources this caller may read: each one's action decided without arguments."""
+        uid, entities = principal_of(caller)
+        now = self.clock()
+        return types.ListResourcesResult(resources=[
+            types.Resource(uri=r.uri, name=r.resource.name, description=r.resource.description,
+                           mime_type=r.resource.mime_type)
+            for r in self.registry.resources
+            if self.engine.decide(Request(uid, r.action, Uid.of("Provider", r.provider.name), {}, entities),
+                                  now=now).allowed])
+
+    async def read_resource(self, caller: Caller, uri: str, out: CallResult | None = None) -> types.ReadResourceResult:
+        """Govern and read one resource; exactly one audit event, as for a tool call."""
+        out = out if out is not None else CallResult()
+        start = time.perf_counter()
+        registered = self.registry.resource(uri)
+        name = registered.action if registered is not None else "resources/read"
+        try:
+            if registered is None:
+                raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
+            decision = await self._govern(caller, name, registered.provider.name, {"args": {}}, out)
+            ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+            token = current_call.set(ctx)
+            try:
+                text = await registered.resource.handler(ctx)
+            except Refused as e:
+                raise _refusal(e, decision) from None
+            except Exception:
+                log.exception("resource %s failed (decision %s)", uri, decision.decision_id)
+                raise GatewayError(Code.INTERNAL_ERROR, f"{uri} failed unexpectedly; see the gateway log for "
+                                   f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
+            finally:
+                current_call.reset(token)
+        except GatewayError as e:
+            if registered is not None:
+                _add_provider_data(e, registered.provider)
+            await self._record(caller, name, {"uri": uri}, out, start, {
+                "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
+                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
+            raise
+        await self._record(caller, name, {"uri": uri}, out, start, {"status": "ok", "content": {"uri": uri,
+                                                                                           "chars": len(text)}})
+        return types.ReadResourceResult(contents=[
+            types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
+
+    async def _govern(self, caller: Caller, name: str, provider: str, context: dict[str, Any],
+                      out: CallResult) -> Decision:
+        """Decide `name` for the caller, apply its rate tiers, check the audit store; raise
+        GatewayError on any refusal. Tools and resources alike."""
+        uid, entities = principal_of(caller)
         with decision_span(tool=name) as span:
             decision = self.engine.decide(
-                Request(uid, name, Uid.of("Provider", provider), {"args": msgspec.to_builtins(args)}, entities),
+                Request(uid, name, Uid.of("Provider", provider), context, entities),
                 now=self.clock())
             span.record(decision)
         out.decision = decision
@@ -153,25 +227,22 @@ class Pipeline:
 
         if self.audit is not None:
             self.audit.ensure_available()  # no unauditable operations
-        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
-        token = current_call.set(ctx)
-        try:
-            value = await registered.tool.handler(ctx, args)
-        except Refused as e:
-            code = Code(e.code) if e.code in Code.__members__ else Code.FORBIDDEN
-            raise GatewayError(code, e.message, **{**e.data, "decision_id": decision.decision_id}) from None
-        except ToolError as e:
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=e.message)], is_error=True,
-                structured_content={"error": e.message, **({"retry_after_s": e.retry_after_s}
-                                                           if e.retry_after_s is not None else {})})
-        except Exception:
-            log.exception("tool %s failed (decision %s)", name, decision.decision_id)
-            raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
-                               f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
-        finally:
-            current_call.reset(token)
-        return to_result(value)
+        return decision
+
+
+def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:
+    try:
+        extra = provider.error_data(str(e.code), e.message)
+    except Exception:  # a broken hook must not hide the error it decorates
+        log.exception("%s.error_data failed", provider.name)
+        return
+    e.data = {**{k: v for k, v in extra.items() if v is not None}, **e.data}
+
+
+def _refusal(e: Refused, decision: Decision) -> GatewayError:
+    """A provider's refusal as a gateway error with its stable code and the call's decision id."""
+    code = Code(e.code) if e.code in Code.__members__ else Code.FORBIDDEN
+    return GatewayError(code, e.message, **{**e.data, "decision_id": decision.decision_id})
 
 
 def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str | None) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import msgspec
 
 from engine.catalogue import Catalogue
-from providers.sdk import CallContext, HealthStatus, ProviderBase, Runtime, Tool
+from providers.sdk import CallContext, HealthStatus, ProviderBase, Resource, Runtime, Tool
+from providers.sdk.resource import ResourceInput
 
 
 class RegistrationError(Exception):
@@ -57,11 +58,21 @@ class Registered:
     input_schema: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RegisteredResource:
+    uri: str
+    action: str  # <provider>.resource.<name>: the catalogue action that decides reading it
+    provider: ProviderBase
+    resource: Resource
+    input_schema: dict[str, Any]
+
+
 class Registry:
     def __init__(self, providers: Iterable[object] = (), *, runtime: Runtime | None = None) -> None:
         self._runtime = runtime
         self._providers: dict[str, ProviderBase] = {}
         self._tools: dict[str, Registered] = {}
+        self._resources: dict[str, RegisteredResource] = {}
         for p in providers:
             self.register(p)
 
@@ -87,10 +98,19 @@ class Registry:
                                         "(constitution rule 9)")
             full = f"{name}.{tool.name}"
             tools[full] = Registered(full, provider, tool, input_schema(tool.input))
+        resources = {}
+        for res in provider.resources():
+            if not isinstance(res, Resource):
+                raise RegistrationError(f"{name}: resources() must return providers.sdk.Resource objects")
+            if res.uri in self._resources or res.uri in resources:
+                raise RegistrationError(f"{name}: resource {res.uri!r} is already registered")
+            resources[res.uri] = RegisteredResource(res.uri, f"{name}.resource.{res.name}", provider, res,
+                                                    input_schema(ResourceInput))
         if self._runtime is not None:
             provider.bind(self._runtime)  # the provider's only door to policy, secrets and events
         self._providers[name] = provider
         self._tools.update(tools)
+        self._resources.update(resources)
 
     @property
     def providers(self) -> dict[str, ProviderBase]:
@@ -103,10 +123,18 @@ class Registry:
     def get(self, name: str) -> Registered | None:
         return self._tools.get(name)
 
+    @property
+    def resources(self) -> list[RegisteredResource]:
+        return list(self._resources.values())
+
+    def resource(self, uri: str) -> RegisteredResource | None:
+        return self._resources.get(uri)
+
     def drift(self, catalogue: Catalogue) -> list[str]:
-        """Registered tools the policy catalogue does not know (they will always be denied)."""
+        """Registered tools and resource actions the policy catalogue does not know (they will
+        always be denied)."""
         known = {t.name for t in catalogue.tools}
-        return sorted(n for n in self._tools if n not in known)
+        return sorted(n for n in (*self._tools, *(r.action for r in self._resources.values())) if n not in known)
 
 
-__all__ = ["Registered", "RegistrationError", "Registry", "input_schema"]
+__all__ = ["Registered", "RegisteredResource", "RegistrationError", "Registry", "input_schema"]

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from providers.sdk.egress import EgressClient
 from providers.sdk.health import HealthStatus
+from providers.sdk.resource import Resource
 from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
 from providers.sdk.tool import CallContext, Refused, Tool
 
@@ -44,6 +45,17 @@ class ProviderBase:
 
     def tools(self) -> Sequence[Tool]:
         raise NotImplementedError
+
+    def resources(self) -> Sequence[Resource]:
+        """Read-only MCP resources; none by default. Each is governed as the catalogue action
+        `<provider>.resource.<name>` (kind read)."""
+        return ()
+
+    def error_data(self, code: str, message: str) -> dict[str, Any]:
+        """Extra JSON-RPC error `data` for every error a call to this provider's tools or resources
+        ends in, the gateway's refusals included (e.g. a response envelope the provider's spec
+        requires). The gateway's own keys (code, message, decision_id, ...) always win."""
+        return {}
 
     # -- the constitution's exports -------------------------------------------------------
 
