@@ -36,6 +36,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     tracing: TracingConfig = TracingConfig()
     # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".
     sensitive_paths: tuple[str, ...] = ()
+    # Base URL overrides per provider (tests, self-hosted upstreams), e.g. {"sentry": "http://127.0.0.1:9000"}.
+    upstreams: dict[str, str] = {}
 
 
 __all__ = ["GatewayConfig"]

@@ -31,7 +31,9 @@ from otel.events import EventStore, PostgresEventStore, SqliteEventStore
 from otel.redact import Redactor
 from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
+from providers.netdata import NetdataProvider
 from providers.sdk.vault import EmbeddedVault
+from providers.sentry import SentryProvider
 
 DEV_SECRET = "opsgate_dev_jwt_secret"
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
@@ -51,8 +53,11 @@ def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, tt
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def default_providers() -> list[Any]:
-    return [EchoProvider()]
+def default_providers(config: GatewayConfig | None = None) -> list[Any]:
+    up = (config or GatewayConfig()).upstreams
+    return [EchoProvider(),
+            SentryProvider(up.get("sentry", "https://sentry.io")),
+            NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"))]
 
 
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
@@ -82,7 +87,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
-    registry = Registry(providers if providers is not None else default_providers(), runtime=runtime)
+    registry = Registry(providers if providers is not None else default_providers(config), runtime=runtime)
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
 
 
