@@ -10,11 +10,11 @@ bearer-protected, `netdata_agent_token`. Hosts (rule 5): Cloud at `base_url` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import httpx
 
 from providers.netdata.api import NetdataAPI
 from providers.netdata.inputs import (
@@ -102,22 +102,26 @@ class NetdataProvider(ProviderBase):
         except PermissionError as e:
             raise Refused("FORBIDDEN", str(e)) from None
 
-    async def _cloud(self) -> tuple[httpx.AsyncClient, NetdataAPI]:
+    @contextlib.asynccontextmanager
+    async def _cloud(self) -> AsyncIterator[NetdataAPI]:
         token = await self._secret("netdata_token")
-        client = self.http(base_url=self.base_url, timeout=self.timeout_s, headers={"Accept": "application/json"})
-        return client, NetdataAPI(client, who="Netdata Cloud", secret_name="netdata_token", token=token,
-                                  auth_headers={"Authorization": f"Bearer {token}"})
+        async with self.http(base_url=self.base_url, timeout=self.timeout_s,
+                             headers={"Accept": "application/json"}) as client:
+            yield NetdataAPI(client, who="Netdata Cloud", secret_name="netdata_token", token=token,
+                             auth_headers={"Authorization": f"Bearer {token}"})
 
-    async def _agent(self) -> tuple[httpx.AsyncClient, NetdataAPI]:
+    @contextlib.asynccontextmanager
+    async def _agent(self) -> AsyncIterator[NetdataAPI]:
         if self.agent_url is None:
             raise Refused("INVALID_INPUT", "no Netdata Agent is configured (the provider's agent_url option); "
                                            "use target \"cloud\"")
         token = await self._secret("netdata_agent_token", required=False)
         # The vendor documents X-Netdata-Auth, the Agent's swagger Authorization: send both.
         auth = {"X-Netdata-Auth": f"Bearer {token}", "Authorization": f"Bearer {token}"} if token else {}
-        client = self.http(base_url=self.agent_url, timeout=self.timeout_s, headers={"Accept": "application/json"})
-        return client, NetdataAPI(client, who="the Netdata Agent", secret_name="netdata_agent_token", token=token,
-                                  auth_headers=auth)
+        async with self.http(base_url=self.agent_url, timeout=self.timeout_s,
+                             headers={"Accept": "application/json"}) as client:
+            yield NetdataAPI(client, who="the Netdata Agent", secret_name="netdata_agent_token", token=token,
+                             auth_headers=auth)
 
     @staticmethod
     def _room(args: NodesListInput | AlertsListInput | MetricsQueryInput) -> str:
@@ -128,43 +132,37 @@ class NetdataProvider(ProviderBase):
     # -- tools ------------------------------------------------------------------------------
 
     async def _spaces_list(self, ctx: CallContext, args: SpacesListInput) -> dict[str, Any]:
-        client, api = await self._cloud()
-        async with client:
+        async with self._cloud() as api:
             spaces = await api.json("GET", "/api/v2/spaces", "spaces.list")
         spaces = [{k: s.get(k) for k in ("id", "slug", "name", "permissions")} for s in spaces if isinstance(s, dict)]
         return {"spaces": spaces, "count": len(spaces)}
 
     async def _rooms_list(self, ctx: CallContext, args: RoomsListInput) -> dict[str, Any]:
-        client, api = await self._cloud()
-        async with client:
+        async with self._cloud() as api:
             rooms = await api.json("GET", f"/api/v2/spaces/{args.space_id}/rooms", f"rooms of space {args.space_id}")
         return {"space_id": args.space_id, "rooms": rooms, "count": len(rooms)}
 
     async def _nodes_list(self, ctx: CallContext, args: NodesListInput) -> dict[str, Any]:
         if args.target == "agent":
-            client, api = await self._agent()
-            async with client:
+            async with self._agent() as api:
                 answer = await api.json("GET", "/api/v3/nodes", "nodes of the Agent")
         else:
             room = self._room(args)
-            client, api = await self._cloud()
-            async with client:
+            async with self._cloud() as api:
                 answer = await api.json("POST", f"/api/v3{room}/nodes", f"nodes of room {args.room_id}", json={})
         nodes = answer.get("nodes", []) if isinstance(answer, dict) else []
         return {"target": args.target, "nodes": nodes, "count": len(nodes)}
 
     async def _alerts_list(self, ctx: CallContext, args: AlertsListInput) -> dict[str, Any]:
         if args.target == "agent":
-            client, api = await self._agent()
-            async with client:
+            async with self._agent() as api:
                 answer = await api.json("GET", "/api/v1/alarms", "alarms of the Agent", params={"active": ""})
             host = answer.get("hostname") if isinstance(answer, dict) else None
             raw = (answer.get("alarms") or {}) if isinstance(answer, dict) else {}
             alerts = [alert_from_agent(a, host) for a in raw.values() if isinstance(a, dict)]
         else:
             room = self._room(args)
-            client, api = await self._cloud()
-            async with client:
+            async with self._cloud() as api:
                 answer = await api.json("POST", f"/api/v2{room}/alerts", f"alerts of room {args.room_id}",
                                         json={"options": ["instances", "values", "summary"]})
             raw_list = answer.get("alert_instances", []) if isinstance(answer, dict) else []
@@ -184,8 +182,7 @@ class NetdataProvider(ProviderBase):
         seen: set[Any] = set()
         out: list[dict[str, Any]] = []
         complete = False
-        client, api = await self._cloud()
-        async with client:
+        async with self._cloud() as api:
             for _ in range(MAX_PAGES):
                 body: dict[str, Any] = {"after": after, "before": before,
                                         "limit": min(HISTORY_PAGE, args.limit - len(out))}
@@ -214,8 +211,7 @@ class NetdataProvider(ProviderBase):
                       "format": "json2"}
             if args.nodes:
                 params["nodes"] = ",".join(args.nodes)
-            client, api = await self._agent()
-            async with client:
+            async with self._agent() as api:
                 answer = await api.json("GET", "/api/v3/data", "metrics of the Agent", params=params)
         else:
             room = self._room(args)
@@ -227,8 +223,7 @@ class NetdataProvider(ProviderBase):
                     "aggregations": {"metrics": [{"group_by": [args.group_by], "aggregation": args.aggregation}],
                                      "time": {"time_group": "average"}},
                     "format": "json2"}
-            client, api = await self._cloud()
-            async with client:
+            async with self._cloud() as api:
                 answer = await api.json("POST", f"/api/v3{room}/data", f"metrics of room {args.room_id}", json=body)
         if not isinstance(answer, dict):
             raise ToolError("netdata: metrics.query: the answer is not a json2 object")
@@ -251,8 +246,7 @@ class NetdataProvider(ProviderBase):
         for field in ("room_ids", "node_ids", "alert_names", "severities"):
             if getattr(args, field):
                 body[field] = getattr(args, field)
-        client, api = await self._cloud()
-        async with client:
+        async with self._cloud() as api:
             created = await api.json("POST", f"/api/v2/spaces/{args.space_id}/notifications/silencing/rule",
                                      f"silence in space {args.space_id}", ok=(200, 201), json=body)
         return {"space_id": args.space_id, "rule": body, "created": created}
@@ -261,15 +255,13 @@ class NetdataProvider(ProviderBase):
 
     async def probe(self) -> None:
         """Netdata Cloud's cheap authenticated call: `GET /api/v2/accounts/me`."""
-        client, api = await self._cloud()
-        async with client:
+        async with self._cloud() as api:
             me = await api.json("GET", "/api/v2/accounts/me", "health")
         if not isinstance(me, dict) or not me.get("id") or me.get("id") == ZERO_UUID:
             raise ToolError("netdata: health: Netdata Cloud does not recognise the token (anonymous account)")
 
     async def probe_agent(self) -> None:
-        client, api = await self._agent()
-        async with client:
+        async with self._agent() as api:
             await api.json("GET", "/api/v1/info", "health of the Agent")
 
     async def health(self) -> HealthStatus:

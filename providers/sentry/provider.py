@@ -10,8 +10,10 @@ through the SDK's egress-checked client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -105,16 +107,14 @@ class SentryProvider(ProviderBase):
         return self.http(base_url=base_url or self.base_url, timeout=self.timeout_s,
                          headers={"Accept": "application/json"})
 
-    async def _api(self) -> tuple[httpx.AsyncClient, SentryAPI]:
+    @contextlib.asynccontextmanager
+    async def _api(self) -> AsyncIterator[SentryAPI]:
+        """The web API for one tool call: one client, the vault's token, the organization known."""
         token = await self._secret("sentry_auth_token")
-        client = self._client()
-        api = SentryAPI(client, token)
-        try:
+        async with self._client() as client:
+            api = SentryAPI(client, token)
             await self._discover_org(api)
-        except BaseException:
-            await client.aclose()
-            raise
-        return client, api
+            yield api
 
     async def _resolve(self, api: SentryAPI, issue_id: str) -> str:
         """A numeric issue id for a numeric or short id (API-1A) via Sentry's shortids lookup."""
@@ -134,22 +134,19 @@ class SentryProvider(ProviderBase):
             params["project"] = args.project
         if args.environment:
             params["environment"] = args.environment
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             items, cursor = await api.pages(self._org_path("issues/"), "issues.list", params=params,
                                             limit=args.limit, cursor=args.cursor)
         issues = [{k: i.get(k) for k in ISSUE_FIELDS if k in i} for i in items if isinstance(i, dict)]
         return {"issues": issues, "count": len(issues), "next_cursor": cursor}
 
     async def _issue_get(self, ctx: CallContext, args: IssueGetInput) -> dict[str, Any]:
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             issue_id = await self._resolve(api, args.issue_id)
             return await api.json("GET", self._org_path(f"issues/{issue_id}/"), f"issue {args.issue_id}")
 
     async def _issue_events(self, ctx: CallContext, args: IssueEventsInput) -> dict[str, Any]:
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             issue_id = await self._resolve(api, args.issue_id)
             items, cursor = await api.pages(self._org_path(f"issues/{issue_id}/events/"),
                                             f"events of issue {args.issue_id}",
@@ -158,8 +155,7 @@ class SentryProvider(ProviderBase):
         return {"issue_id": issue_id, "events": items, "count": len(items), "next_cursor": cursor}
 
     async def _put_issue(self, issue_id: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             numeric = await self._resolve(api, issue_id)
             changed = await api.json("PUT", self._org_path(f"issues/{numeric}/"), what, json=body)
         return {"issue_id": numeric, "changed": changed}
@@ -191,16 +187,14 @@ class SentryProvider(ProviderBase):
         return await self._put_issue(args.issue_id, body, f"triage issue {args.issue_id}")
 
     async def _issue_comment(self, ctx: CallContext, args: IssueCommentInput) -> dict[str, Any]:
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             issue_id = await self._resolve(api, args.issue_id)
             note = await api.json("POST", self._org_path(f"issues/{issue_id}/notes/"),
                                   f"comment on issue {args.issue_id}", ok=(200, 201), json={"text": args.text})
         return {"issue_id": issue_id, "note": note}
 
     async def _create_external(self, ctx: CallContext, args: CreateExternalInput) -> dict[str, Any]:
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             issue_id = await self._resolve(api, args.issue_id)
             installed = await api.json("GET", self._org_path("integrations/"), f"{args.provider} integrations",
                                        params={"providerKey": args.provider})
@@ -257,8 +251,7 @@ class SentryProvider(ProviderBase):
 
     async def probe(self) -> None:
         """Sentry's cheapest authenticated call: `GET /api/0/` (version, token scopes)."""
-        client, api = await self._api()
-        async with client:
+        async with self._api() as api:
             root = await api.json("GET", "/api/0/", "health")
         if not isinstance(root, dict) or "version" not in root:
             raise ToolError("sentry: health: /api/0/ did not answer like Sentry")
