@@ -28,7 +28,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
-from gateway.serve import DEV_SECRET, mint_token
+from gateway.registry import Registry
+from gateway.serve import DEV_SECRET, default_providers, mint_token
 from providers.sdk.vault import EmbeddedVault
 from tests.conftest import POLICIES, ROOT
 
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.anyio
 
 MODES = ["legacy", "auto"]
 PROTOCOL = {"legacy": "2025-11-25", "auto": "2026-07-28"}
-READ_TOOLS = {"echo.ping", "echo.health"}
+# What a viewer may see: every read tool the stdio gateway serves (its default providers).
+READ_TOOLS = {t.name for t in Registry(default_providers()).tools if t.tool.kind == "read"}
 ISSUER = GatewayConfig().auth_issuer
 SDK_INHERITED = {"LOGNAME", "SHELL", "TERM", "USER"}  # mcp.client.stdio.DEFAULT_INHERITED_ENV_VARS
 

@@ -38,6 +38,18 @@ def unix(t: int, now: float) -> int:
     return int(now) + t if t <= 0 else t
 
 
+def when_unix(value: Any) -> int | None:
+    """A transition's time as unix seconds (Netdata sends numbers; an RFC 3339 string is read too)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+    return None
+
+
 def rfc3339(text: str, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -134,12 +146,16 @@ class NetdataProvider(ProviderBase):
     async def _spaces_list(self, ctx: CallContext, args: SpacesListInput) -> dict[str, Any]:
         async with self._cloud() as api:
             spaces = await api.json("GET", "/api/v2/spaces", "spaces.list")
+        if not isinstance(spaces, list):
+            raise ToolError("netdata: spaces.list: expected a list from Netdata Cloud")
         spaces = [{k: s.get(k) for k in ("id", "slug", "name", "permissions")} for s in spaces if isinstance(s, dict)]
         return {"spaces": spaces, "count": len(spaces)}
 
     async def _rooms_list(self, ctx: CallContext, args: RoomsListInput) -> dict[str, Any]:
         async with self._cloud() as api:
             rooms = await api.json("GET", f"/api/v2/spaces/{args.space_id}/rooms", f"rooms of space {args.space_id}")
+        if not isinstance(rooms, list):
+            raise ToolError(f"netdata: rooms of space {args.space_id}: expected a list from Netdata Cloud")
         return {"space_id": args.space_id, "rooms": rooms, "count": len(rooms)}
 
     async def _nodes_list(self, ctx: CallContext, args: NodesListInput) -> dict[str, Any]:
@@ -193,12 +209,13 @@ class NetdataProvider(ProviderBase):
                 fresh = [t for t in items if isinstance(t, dict) and t.get("transition_id") not in seen]
                 seen.update(t.get("transition_id") for t in fresh)
                 out.extend(fresh)
-                # Newest first: the next page ends where this one's oldest transition was.
-                whens = [t["when"] for t in fresh if isinstance(t.get("when"), int)]
-                if len(items) < body["limit"] or not fresh or not whens:
+                if len(items) < body["limit"]:  # a short page: the window is exhausted
                     complete = True
                     break
-                if len(out) >= args.limit:
+                # Newest first: the next page ends where this one's oldest transition was. No
+                # new transitions or no usable times: stop, and say the answer is not complete.
+                whens = [w for w in (when_unix(t.get("when")) for t in fresh) if w is not None]
+                if len(out) >= args.limit or not whens:
                     break
                 before = min(whens)
         return {"transitions": out[:args.limit], "count": min(len(out), args.limit), "after": after,

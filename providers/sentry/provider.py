@@ -243,9 +243,12 @@ class SentryProvider(ProviderBase):
                 error = ToolError(f"sentry: {what}: the ingest host refused the DSN ({response.status_code}: "
                                   f"{detail}); check the vault secret sentry_dsn")
             raise error
-        answer = response.json() if response.content else {}
-        return {"event_id": answer.get("id", event["event_id"]) if isinstance(answer, dict) else event["event_id"],
-                "level": args.level}
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        event_id = answer.get("id") if isinstance(answer, dict) else None
+        return {"event_id": event_id or event["event_id"], "level": args.level}
 
     # -- health (rule 6) ----------------------------------------------------------------------
 
