@@ -20,6 +20,7 @@ from providers.sdk import ToolError
 # When Sentry says neither when to come back nor how long its window is.
 DEFAULT_RETRY_S = 60
 MAX_DETAIL = 300
+MAX_PAGES = 100  # per call: a guard against an upstream that pages forever (empty pages, new cursors)
 
 
 def scrub(text: str, *secrets: str) -> str:
@@ -122,7 +123,7 @@ class SentryAPI:
         """Follow `rel="next"` until `limit` items or the last page. Returns the items and the
         cursor to resume from (None when the end was reached)."""
         items: list[Any] = []
-        while True:
+        for _ in range(MAX_PAGES):
             query = {**params, size_param: min(page_max, limit - len(items))}
             if cursor:
                 query["cursor"] = cursor
@@ -140,6 +141,7 @@ class SentryAPI:
             cursor = nxt
             if len(items) >= limit:
                 return items[:limit], cursor
+        return items[:limit], cursor  # an upstream paging without end: the caller may resume
 
 
 __all__ = ["SentryAPI", "next_cursor", "retry_after", "scrub", "upstream_error"]

@@ -103,17 +103,18 @@ class SentryProvider(ProviderBase):
             raise ToolError("sentry: the organization's slug is not a valid slug")
         self.org = slugs[0]
 
-    def _client(self, base_url: str | None = None) -> httpx.AsyncClient:
-        return self.http(base_url=base_url or self.base_url, timeout=self.timeout_s,
-                         headers={"Accept": "application/json"})
+    def _client(self) -> httpx.AsyncClient:
+        return self.http(base_url=self.base_url, timeout=self.timeout_s, headers={"Accept": "application/json"})
 
     @contextlib.asynccontextmanager
-    async def _api(self) -> AsyncIterator[SentryAPI]:
-        """The web API for one tool call: one client, the vault's token, the organization known."""
+    async def _api(self, *, org: bool = True) -> AsyncIterator[SentryAPI]:
+        """The web API for one tool call: one client, the vault's token, the organization known
+        (unless `org` is false: the health probe needs none)."""
         token = await self._secret("sentry_auth_token")
         async with self._client() as client:
             api = SentryAPI(client, token)
-            await self._discover_org(api)
+            if org:
+                await self._discover_org(api)
             yield api
 
     async def _resolve(self, api: SentryAPI, issue_id: str) -> str:
@@ -254,7 +255,7 @@ class SentryProvider(ProviderBase):
 
     async def probe(self) -> None:
         """Sentry's cheapest authenticated call: `GET /api/0/` (version, token scopes)."""
-        async with self._api() as api:
+        async with self._api(org=False) as api:
             root = await api.json("GET", "/api/0/", "health")
         if not isinstance(root, dict) or "version" not in root:
             raise ToolError("sentry: health: /api/0/ did not answer like Sentry")
