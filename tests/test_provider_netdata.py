@@ -303,3 +303,11 @@ async def test_no_credential_reaches_the_audit_trail(gw: RunningGateway) -> None
     assert any(r.provider == "netdata" for r in rows)
     text = repr(rows)
     assert TOKEN not in text and VIEWER_TOKEN not in text and AGENT_TOKEN not in text
+
+
+async def test_history_that_does_not_move_is_reported_incomplete(gw: RunningGateway,
+                                                                 cloud: NetdataCloudImitation) -> None:
+    cloud.force(200, {"transitions": cloud.transitions[:500]})  # every page the same
+    answer = await ok(gw, "ops_viewer", "netdata.alerts.history", {**ROOM_ARGS, "after": -20000, "limit": 10000})
+    assert answer["count"] == 500 and answer["complete"] is False
+    assert len(cloud.requests) == 2

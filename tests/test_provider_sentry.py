@@ -348,3 +348,11 @@ def test_retry_after_prefers_retry_after_then_reset() -> None:
     assert retry_after(r({"X-Sentry-Rate-Limit-Reset": "1000"}), now=990.5) == 10
     assert retry_after(r({"X-Sentry-Rate-Limits": "60:error:organization, 5::key"})) == 60
     assert retry_after(r({})) == 60
+
+
+async def test_an_upstream_that_pages_in_circles_cannot_loop_the_gateway(gw: RunningGateway,
+                                                                         upstream: SentryImitation) -> None:
+    upstream.force(200, [], {"Link": f'<{upstream.url}/x>; rel="next"; results="true"; cursor="0:0:0"'})
+    answer = await ok(gw, "ops_viewer", "sentry.issues.list", {"limit": 1000})
+    assert answer == {"issues": [], "count": 0, "next_cursor": None}
+    assert len(upstream.requests) == 2
