@@ -31,8 +31,10 @@ from otel.events import EventStore, PostgresEventStore, SqliteEventStore
 from otel.redact import Redactor
 from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
+from providers.netdata import NetdataProvider
 from providers.omega import OmegaProvider
 from providers.sdk.vault import EmbeddedVault
+from providers.sentry import SentryProvider
 
 DEV_SECRET = "opsgate_dev_jwt_secret"
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
@@ -54,7 +56,11 @@ def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, tt
 
 def default_providers(config: GatewayConfig | None = None) -> list[Any]:
     config = config or GatewayConfig()
-    return [EchoProvider(), OmegaProvider(config.omega, state_dir=config.state_dir)]
+    up = config.upstreams
+    return [EchoProvider(),
+            OmegaProvider(config.omega, state_dir=config.state_dir),
+            SentryProvider(up.get("sentry", "https://sentry.io")),
+            NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"))]
 
 
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
