@@ -32,6 +32,8 @@ from otel.redact import Redactor
 from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
 from providers.sdk.vault import EmbeddedVault
+from providers.socket import DEFAULT_BASE_URL as SOCKET_URL
+from providers.socket import SocketProvider
 
 DEV_SECRET = "opsgate_dev_jwt_secret"
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
@@ -51,8 +53,15 @@ def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, tt
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def default_providers() -> list[Any]:
-    return [EchoProvider()]
+def default_providers(config: GatewayConfig | None = None) -> list[Any]:
+    """The providers a gateway serves, pointed at `config.upstreams` where it overrides a vendor."""
+    config = config or GatewayConfig()
+    upstreams = config.upstreams
+    budget = config.health_timeout_s
+    return [
+        EchoProvider(),
+        SocketProvider(base_url=upstreams.get("socket", SOCKET_URL), health_budget_s=budget),
+    ]
 
 
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
@@ -82,7 +91,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
-    registry = Registry(providers if providers is not None else default_providers(), runtime=runtime)
+    registry = Registry(providers if providers is not None else default_providers(config), runtime=runtime)
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
 
 
@@ -96,4 +105,4 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "demo_user_id", "mint_token"]
+__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "mint_token"]
