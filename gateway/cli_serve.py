@@ -28,10 +28,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
     serve.add_argument("--redis-url", default=None)
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
+    serve.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL",
+                       help="a provider's upstream base URL instead of the vendor's (repeatable); "
+                            "the egress allowlist must permit it")
     serve.set_defaults(run=run_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
     stdio.add_argument("--policies", default=None)
     stdio.add_argument("--state-dir", default=None)
+    stdio.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL")
     stdio.set_defaults(run=run_stdio)
 
 
@@ -40,6 +44,14 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
         "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
         "redis_url": getattr(args, "redis_url", None)}.items() if v is not None}
+    upstreams = {}
+    for item in getattr(args, "upstream", None) or ():
+        provider, sep, url = item.partition("=")
+        if not sep or not provider or not url.startswith(("https://", "http://")):
+            raise SystemExit(f"opsgate: --upstream wants PROVIDER=URL, got {item!r}")
+        upstreams[provider] = url
+    if upstreams:
+        overrides["upstreams"] = upstreams
     return GatewayConfig(**overrides)
 
 
