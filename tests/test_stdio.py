@@ -36,7 +36,9 @@ pytestmark = pytest.mark.anyio
 
 MODES = ["legacy", "auto"]
 PROTOCOL = {"legacy": "2025-11-25", "auto": "2026-07-28"}
-READ_TOOLS = {"echo.ping", "echo.health"}
+# The default providers' read tools (the stdio child serves what `opsgate stdio` serves).
+READ_TOOLS = {"echo.ping", "echo.health", "socket.findings.list", "socket.package.score", "socket.repos.list",
+              "socket.health"}
 ISSUER = GatewayConfig().auth_issuer
 SDK_INHERITED = {"LOGNAME", "SHELL", "TERM", "USER"}  # mcp.client.stdio.DEFAULT_INHERITED_ENV_VARS
 
