@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +51,20 @@ def rule9_waivers(exceptions_dir: str | Path = "exceptions", now: datetime | Non
     of a provider's tools).
 
     The seam: deviation exceptions (exceptions/mcp-exception-{provider}-9/exception.yaml,
-    signed, expiring) are loaded by the exceptions module, which is built separately. Until it
-    exists this returns the empty set: no waivers, every breaking change fails. When it does,
-    it must offer `load_active(directory, now) -> iterable of objects with .provider, .rule
-    and .grants`; grants of a rule-9 exception are tool names, or `*` for the provider's tools.
+    signed, expiring) are parsed and verified by the exceptions module, built separately as
+    `engine.exceptions` with `active_build_waivers(rule, root, now) -> set[str]` (for rule 9:
+    tool names, or a bare provider name meaning all its tools). Until that module exists this
+    returns the empty set: no waivers, every breaking change fails.
     """
     try:
         module = importlib.import_module("engine.exceptions")
     except ModuleNotFoundError:
         return frozenset()
-    load_active = getattr(module, "load_active", None)
-    if load_active is None:
+    active_build_waivers = getattr(module, "active_build_waivers", None)
+    if active_build_waivers is None:
         return frozenset()
-    names: set[str] = set()
-    for exc in load_active(Path(exceptions_dir), now):
-        if str(getattr(exc, "rule", "")) != "9":
-            continue
-        for grant in getattr(exc, "grants", ()) or ():
-            names.add(f"{exc.provider}.*" if grant == "*" else str(grant))
-    return frozenset(names)
+    found = active_build_waivers(9, Path(exceptions_dir), now or datetime.now(UTC))
+    return frozenset(name if "." in name else f"{name}.*" for name in found)
 
 
 def waived(tool: str, waivers: Iterable[str]) -> bool:

@@ -91,7 +91,7 @@ async def call(gw: RunningGateway, role: str, tool: str, args: dict[str, Any] | 
 async def test_findings_list_follows_the_cursor_to_the_end_through_an_empty_page(
         gw: RunningGateway, state: SocketState) -> None:
     open_alerts = [a["id"] for a in state.alerts if a["status"] == "open"]
-    got = await call(gw, "ops_viewer", "findings.list", {"limit": 5000})
+    got = await call(gw, "ops_viewer", "findings.list", {"limit": 1000})
     assert [a["id"] for a in got["items"]] == open_alerts
     assert got["next_cursor"] is None
     cursors = [q.get("startAfterCursor") for m, p, q in state.requests if p.endswith("/alerts")]
@@ -167,6 +167,16 @@ async def test_scan_repo_refuses_paths_that_escape_the_repository(gw: RunningGat
     assert await call(gw, "ops_operator", "scan.repo", {"repo": "../admin", "manifests": {"a.json": "{}"}}) == \
         "INVALID_INPUT"
     assert len(state.scans) == before
+
+
+async def test_ids_and_slugs_cannot_steer_the_upstream_path(gw: RunningGateway, state: SocketState) -> None:
+    for org in ("../acme", "acme/../x", "acme?x=1", "acme#", ""):
+        assert await call(gw, "ops_viewer", "repos.list", {"org": org}) == "INVALID_INPUT", org
+    for scan_id in ("../../quota", "ds-1/../x", "ds-1?alerts=false"):
+        assert await call(gw, "ops_admin", "pr.comment_markdown", {"diff_scan_id": scan_id}) == "INVALID_INPUT"
+    assert await call(gw, "ops_viewer", "repos.list", {"cursor": "1:500:0"}) == "INVALID_INPUT"
+    assert await call(gw, "ops_viewer", "repos.list", {"cursor": "1:100:100"}) == "INVALID_INPUT"
+    assert not [p for m, p, q in state.requests if "/repos" in p or "/diff-scans" in p]
 
 
 async def test_triage_annotate_sets_state_and_note(gw: RunningGateway, state: SocketState) -> None:

@@ -40,7 +40,7 @@ class FindingsListInput(msgspec.Struct, forbid_unknown_fields=True):
     severity: Literal["low", "medium", "high", "critical"] | UnsetType = UNSET
     status: Literal["open", "cleared"] = "open"
     repo: Slug | UnsetType = UNSET
-    limit: Annotated[int, Meta(ge=1, le=5000)] = 100
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
     cursor: Annotated[str, Meta(min_length=1, max_length=1000)] | UnsetType = UNSET  # `next_cursor` of a prior call
     org: Org = UNSET
 
