@@ -312,3 +312,17 @@ async def test_an_upstream_outside_the_allowlist_is_refused(upstream: tuple[str,
         health = await call(other, "ops_viewer", "health")
     assert health["status"] == "down" and "may not reach" in health["error"]
     assert state.requests == []  # refused before any connection
+
+
+async def test_without_the_vault_secret_the_tool_says_which_secret_to_set(
+        upstream: tuple[str, SocketState], tmp_path: Path) -> None:
+    url, state = upstream
+    config = GatewayConfig(policies=str(policies_allowing(tmp_path, url)), state_dir=str(tmp_path / "state"),
+                           upstreams={"socket": url})
+    state.requests.clear()
+    with running_gateway(config) as bare:
+        got = await call(bare, "ops_viewer", "repos.list")
+        health = await call(bare, "ops_viewer", "health")
+    assert "socket_api_key" in got["tool_error"]["error"] and "not in the vault" in got["tool_error"]["error"]
+    assert health["status"] == "down" and "socket_api_key" in health["error"]
+    assert state.requests == []

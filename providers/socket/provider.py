@@ -2,9 +2,10 @@
 
 Talks to Socket's REST API (`<base_url>/v0`, PROVIDER-APIS.md) with the org token from the
 vault (`socket_api_key`), through the SDK's egress-checked client only. Socket's own MCP
-server answers package scores, organizations and alerts; this provider adds what it lacks:
-starting a full scan from manifests, triaging an alert, the PR-comment markdown of a diff
-scan, repository listing, cursor-exact paging and a rule-6 health check on `/quota`.
+server offers package scores, organizations, alerts, a threat feed and package files; this
+provider adds what it lacks: starting a full scan from manifests, triaging an alert, the
+PR-comment markdown of a diff scan and repository listing, plus exact resumable paging and a
+rule-6 health check on `/quota`.
 
 Options (keyword arguments, all optional): `org` (the org slug; otherwise the token's only
 organization), `timeout_s` (per request, default 30), `max_pages` (upstream pages one call
