@@ -189,7 +189,9 @@ class SocketProvider(ProviderBase):
                 cursor = page.endCursor  # empty pages can occur mid-stream: only null is the end
                 if cursor is None or len(items) >= args.limit:
                     break
-        return FindingsPage(items[: args.limit], cursor)
+        # Not cut to `limit`: should Socket ever give more than asked, cutting would lose alerts
+        # that the cursor has already passed.
+        return FindingsPage(items, cursor)
 
     async def _repos(self, ctx: CallContext, args: ReposListInput) -> ReposResult:
         # Socket pages by number with per_page up to 100, so a call that stops mid-page remembers
