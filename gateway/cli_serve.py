@@ -33,10 +33,14 @@ def register(sub: Any) -> None:
                        help="Pulse Omega database (default: embedded sqlite with demo data)")
     serve.add_argument("--omega-database-url", default=None,
                        help="postgres: the authenticator login's URL (password in ~/.pgpass, never here)")
+    serve.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL",
+                       help="a provider's upstream base URL instead of the vendor's (repeatable); "
+                            "the egress allowlist must permit it")
     serve.set_defaults(run=run_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
     stdio.add_argument("--policies", default=None)
     stdio.add_argument("--state-dir", default=None)
+    stdio.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL")
     stdio.set_defaults(run=run_stdio)
 
 
@@ -49,6 +53,14 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
                                "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
     if omega:
         overrides["omega"] = OmegaConfig(**omega)
+    upstreams = {}
+    for item in getattr(args, "upstream", None) or ():
+        provider, sep, url = item.partition("=")
+        if not sep or not provider or not url.startswith(("https://", "http://")):
+            raise SystemExit(f"opsgate: --upstream wants PROVIDER=URL, got {item!r}")
+        upstreams[provider] = url
+    if upstreams:
+        overrides["upstreams"] = upstreams
     return GatewayConfig(**overrides)
 
 

@@ -30,7 +30,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Refuse banned or deleted users by asking auth.users (cached briefly) on every call.
     auth_freshness: bool = False
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    health_timeout_s: float = 5.0  # constitution rule 6
+    health_timeout_s: float = 5.0  # constitution rule 6; also each provider's own health budget
+    # Provider name -> upstream base URL, replacing the vendor's (a self-hosted or regional
+    # endpoint, or a test's loopback imitation). Egress policy still decides whether it is reachable.
+    upstreams: dict[str, str] = {}
     # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url.
     events: Literal["sqlite", "postgres"] = "sqlite"
     # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.

@@ -35,6 +35,8 @@ from providers.netdata import NetdataProvider
 from providers.omega import OmegaProvider
 from providers.sdk.vault import EmbeddedVault
 from providers.sentry import SentryProvider
+from providers.socket import DEFAULT_BASE_URL as SOCKET_URL
+from providers.socket import SocketProvider
 
 DEV_SECRET = "opsgate_dev_jwt_secret"
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
@@ -55,12 +57,16 @@ def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, tt
 
 
 def default_providers(config: GatewayConfig | None = None) -> list[Any]:
+    """The providers a gateway serves, pointed at `config.upstreams` where it overrides a vendor."""
     config = config or GatewayConfig()
     up = config.upstreams
+    budget = config.health_timeout_s
     return [EchoProvider(),
             OmegaProvider(config.omega, state_dir=config.state_dir),
-            SentryProvider(up.get("sentry", "https://sentry.io")),
-            NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"))]
+            SocketProvider(base_url=up.get("socket", SOCKET_URL), health_budget_s=budget),
+            SentryProvider(up.get("sentry", "https://sentry.io"), health_budget_s=budget),
+            NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"),
+                            health_budget_s=budget)]
 
 
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
@@ -104,4 +110,4 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "demo_user_id", "mint_token"]
+__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "mint_token"]
