@@ -48,7 +48,8 @@ class GatewayRuntime:
         self.audit = audit
         self.clock = clock
         # Values handed to providers, so the redactor can strip them from rows, spans and logs.
-        self.revealed: set[str] = set()
+        # Replaced, never mutated: span-export and logging threads iterate it while calls add to it.
+        self.revealed: frozenset[str] = frozenset()
 
     def _verdict(self, req: Request, what: str) -> Verdict:
         try:
@@ -119,7 +120,8 @@ class GatewayRuntime:
             message = f"secret {key!r} is unavailable: {e}"
             await self._record_secret_refusal(provider, key, call, decision, "unavailable", message)
             raise LookupError(message) from None
-        self.revealed.add(value)
+        if value not in self.revealed:
+            self.revealed = self.revealed | {value}
         return value
 
     async def _record_secret_refusal(self, provider: str, key: str, call: CallContext | None,

@@ -8,6 +8,7 @@ import asyncio
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -134,15 +135,19 @@ def test_unreachable_supabase_is_a_clear_error() -> None:
 # -- on a real terminal ---------------------------------------------------------------------
 
 
+PROMPTS = (b"value for ", b"again, to confirm: ")
+
+
 def _terminal(argv: list[str], answers: list[str]) -> tuple[int, str]:
-    """Run `opsgate argv` with a pseudo-terminal as its controlling terminal; type each answer
-    after each prompt. Returns the exit status and everything the terminal displayed."""
+    """Run `opsgate argv` with a pseudo-terminal as its controlling terminal; type the k-th answer
+    once the k-th prompt has been shown (getpass flushes pending input before it prompts, so an
+    answer typed early would be lost). Returns the exit status and all the terminal displayed."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the terminal's side
         os.chdir(ROOT)
         os.execv(sys.executable, [sys.executable, "-m", "gateway.cli", *argv])
-    shown, pending = b"", list(answers)
-    deadline = time.monotonic() + 60  # a safety net against a hung child, not an assertion
+    shown, typed = b"", 0
+    deadline = time.monotonic() + 120  # a safety net against a hung child, not an assertion
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.5)
         if not ready:
@@ -154,9 +159,12 @@ def _terminal(argv: list[str], answers: list[str]) -> tuple[int, str]:
         if not chunk:
             break
         shown += chunk
-        if pending and shown.rstrip().endswith(b":"):
-            os.write(fd, (pending.pop(0) + "\n").encode())
-            shown += b"\n"  # keep prompts apart for the endswith check
+        prompts = sum(shown.count(p) for p in PROMPTS)
+        if typed < len(answers) and typed < prompts and shown.endswith(b": "):
+            os.write(fd, (answers[typed] + "\n").encode())
+            typed += 1
+    else:
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
