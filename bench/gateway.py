@@ -32,8 +32,8 @@ from mcp.client.streamable_http import streamable_http_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.serve import DEV_SECRET, demo_user_id, mint_token  # noqa: E402
-from providers.sdk.vault import EmbeddedVault  # noqa: E402
+from gateway.config import GatewayConfig  # noqa: E402
+from gateway.serve import demo_user_id, mint_token, signing_key  # noqa: E402
 
 
 def free_port() -> int:
@@ -94,8 +94,8 @@ def main() -> None:
     # Keep the viewer's tier (so the limiter runs on every call) but make it too large to trip.
     tiers.write_text(re.sub(r'@limit\("100/hour"\)', '@limit("1000000000/hour")', tiers.read_text()))
     state = tmp / "state"
-    secret = EmbeddedVault(state / "vault").get_or_create(DEV_SECRET, lambda: "bench-" + os.urandom(24).hex())
-    token = mint_token(secret.encode(), issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
+    secret = signing_key(GatewayConfig(state_dir=str(state)))
+    token = mint_token(secret, issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
     modes = ("governed", "audited", "bare")
     servers = {mode: start(mode, policies, state) for mode in modes}
     results: dict[str, dict[int, dict[str, list[float]]]] = {

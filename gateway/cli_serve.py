@@ -42,13 +42,18 @@ def register(sub: Any) -> None:
     stdio.add_argument("--state-dir", default=None)
     stdio.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL")
     stdio.set_defaults(run=run_stdio)
+    for p in (serve, stdio):
+        p.add_argument("--vault", choices=("embedded", "supabase"), default=None,
+                       help="secret store: embedded under --state-dir (default) or Supabase Vault at --database-url")
+        p.add_argument("--database-url", default=None, help="Postgres / Supabase (vault, events, auth freshness)")
 
 
 def config_from(args: argparse.Namespace) -> GatewayConfig:
     overrides = {k: v for k, v in {
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
         "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
-        "redis_url": getattr(args, "redis_url", None)}.items() if v is not None}
+        "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
+        "database_url": getattr(args, "database_url", None)}.items() if v is not None}
     omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
                                "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
     if omega:
@@ -94,10 +99,12 @@ def run_stdio(args: argparse.Namespace) -> int:
     from gateway.errors import Code, GatewayError
     from gateway.mcp_app import build_server
     from gateway.serve import build_services
+    from otel.redact import install_log_filter
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = config_from(args)
     services, _ = build_services(config)
+    install_log_filter(services.redactor)  # after basicConfig: scrubs secret values from every log line
     token = os.environ.get("MCP_VIEWER_JWT")  # the caller's identity, not a secret of ours
     if not token:
         log.warning("MCP_VIEWER_JWT is not set: every call will be refused UNAUTHENTICATED")

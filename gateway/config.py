@@ -30,6 +30,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Refuse banned or deleted users by asking auth.users (cached briefly) on every call.
     auth_freshness: bool = False
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # Secrets (constitution rule 4): "embedded" at <state_dir>/vault, or Supabase Vault at database_url.
+    vault: Literal["embedded", "supabase"] = "embedded"
     health_timeout_s: float = 5.0  # constitution rule 6; also each provider's own health budget
     # Provider name -> upstream base URL, replacing the vendor's (a self-hosted or regional
     # endpoint, or a test's loopback imitation). Egress policy still decides whether it is reachable.

@@ -56,11 +56,22 @@ def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
     return uid, (Entity(uid, parents),)
 
 
-def to_result(value: Any) -> types.CallToolResult:
+def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.CallToolResult:
+    """The MCP result of a tool's return value. `scrub` (the redactor's text scrub) is applied to
+    its JSON text, so a vault secret a provider put in its answer never reaches the client."""
     data = msgspec.to_builtins(value)
+    text = msgspec.json.encode(data).decode()
+    if scrub is not None:
+        clean = scrub(text)
+        if clean != text:  # the scrub keeps JSON valid: its marks hold no quote or backslash
+            try:
+                data = msgspec.json.decode(clean)
+            except msgspec.DecodeError:
+                raise GatewayError(Code.INTERNAL_ERROR, "the tool's result was withheld: it could not be "
+                                   "scrubbed of secrets") from None
+            text = clean
     structured = data if isinstance(data, dict) else {"result": data}
-    return types.CallToolResult(content=[types.TextContent(type="text", text=msgspec.json.encode(data).decode())],
-                                structured_content=structured)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
 
 
 STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code.TABLE_NOT_ALLOWED: "denied",
@@ -70,12 +81,16 @@ STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code
 
 class Pipeline:
     def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
-                 clock: Callable[[], datetime] = utcnow, audit: Audit | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, audit: Audit | None = None,
+                 scrub: Callable[[str], str] | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.limiter = limiter
         self.clock = clock
         self.audit = audit
+        # Applied to everything a provider says that goes back to the client (results, tool
+        # errors, refusals): vault secrets never leave the gateway, even if a provider echoes one.
+        self.scrub = scrub or (lambda text: text)
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
         """The tools this caller may call at all: each tool's own decision, asked without args."""
@@ -134,19 +149,20 @@ class Pipeline:
         try:
             value = await registered.tool.handler(ctx, args)
         except Refused as e:
-            raise _refusal(e, decision) from None
+            raise _refusal(e, decision, self.scrub) from None
         except ToolError as e:
+            message = self.scrub(e.message)
             return types.CallToolResult(
-                content=[types.TextContent(type="text", text=e.message)], is_error=True,
-                structured_content={"error": e.message, **({"retry_after_s": e.retry_after_s}
-                                                           if e.retry_after_s is not None else {})})
+                content=[types.TextContent(type="text", text=message)], is_error=True,
+                structured_content={"error": message, **({"retry_after_s": e.retry_after_s}
+                                                         if e.retry_after_s is not None else {})})
         except Exception:
             log.exception("tool %s failed (decision %s)", name, decision.decision_id)
             raise GatewayError(Code.INTERNAL_ERROR, f"{name} failed unexpectedly; see the gateway log for "
                                f"decision {decision.decision_id}", decision_id=decision.decision_id) from None
         finally:
             current_call.reset(token)
-        return to_result(value)
+        return to_result(value, self.scrub)
 
     # -- resources: governed like tools, by their catalogue action ------------------------------
 
@@ -174,9 +190,9 @@ class Pipeline:
             ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
             token = current_call.set(ctx)
             try:
-                text = await registered.resource.handler(ctx)
+                text = self.scrub(await registered.resource.handler(ctx))
             except Refused as e:
-                raise _refusal(e, decision) from None
+                raise _refusal(e, decision, self.scrub) from None
             except Exception:
                 log.exception("resource %s failed (decision %s)", uri, decision.decision_id)
                 raise GatewayError(Code.INTERNAL_ERROR, f"{uri} failed unexpectedly; see the gateway log for "
@@ -239,10 +255,12 @@ def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:
     e.data = {**{k: v for k, v in extra.items() if v is not None}, **e.data}
 
 
-def _refusal(e: Refused, decision: Decision) -> GatewayError:
-    """A provider's refusal as a gateway error with its stable code and the call's decision id."""
+def _refusal(e: Refused, decision: Decision, scrub: Callable[[str], str]) -> GatewayError:
+    """A provider's refusal as a gateway error with its stable code and the call's decision id,
+    scrubbed of secrets like everything else a provider says."""
     code = Code(e.code) if e.code in Code.__members__ else Code.FORBIDDEN
-    return GatewayError(code, e.message, **{**e.data, "decision_id": decision.decision_id})
+    data = {k: scrub(v) if isinstance(v, str) else v for k, v in e.data.items()}
+    return GatewayError(code, scrub(e.message), **{**data, "decision_id": decision.decision_id})
 
 
 def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str | None) -> None:

@@ -11,10 +11,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine import Engine, Entity, Request, Uid, utcnow
+from opentelemetry import trace
+
+from engine import Decision, Engine, Entity, Request, Uid, utcnow
 from gateway.audit import Audit
-from providers.sdk import CallContext, Verdict
-from providers.sdk.vault import SecretNotFound, Vault
+from gateway.errors import GatewayError
+from providers.sdk import CallContext, Verdict, current_call
+from providers.sdk.vault import SecretNotFound, Vault, VaultError
 
 log = logging.getLogger("opsgate.runtime")
 
@@ -30,6 +33,13 @@ def secret_owner(key: str) -> str:
     return key.split("_", 1)[0]
 
 
+def _span_event(key: str, allowed: bool, decision: Decision | None) -> None:
+    attributes: dict[str, str | bool] = {"opsgate.secret.name": key, "opsgate.decision": allowed}
+    if decision is not None:
+        attributes["opsgate.decision_id"] = decision.decision_id
+    trace.get_current_span().add_event("opsgate.read_secret", attributes)
+
+
 class GatewayRuntime:
     def __init__(self, engine: Engine, *, vault: Vault | None = None, audit: Audit | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -38,7 +48,8 @@ class GatewayRuntime:
         self.audit = audit
         self.clock = clock
         # Values handed to providers, so the redactor can strip them from rows, spans and logs.
-        self.revealed: set[str] = set()
+        # Replaced, never mutated: span-export and logging threads iterate it while calls add to it.
+        self.revealed: frozenset[str] = frozenset()
 
     def _verdict(self, req: Request, what: str) -> Verdict:
         try:
@@ -72,19 +83,58 @@ class GatewayRuntime:
         return str(Uid.of("Role", required)) in seen
 
     async def read_secret(self, provider: str, key: str) -> str:
-        owner = Uid.of("Provider", secret_owner(key))
-        v = self._verdict(Request(Uid.of("Provider", provider), "read_secret", Uid.of("Secret", key), {},
-                                  (Entity(Uid.of("Secret", key), (owner,)),)), f"read_secret {key}")
-        if not v.allowed:
-            raise PermissionError(f"{provider} may not read secret {key!r} ({v.message})")
-        if self.vault is None:
-            raise LookupError(f"no vault is configured; secret {key!r} is unavailable")
+        """Constitution rule 4: a `read_secret` decision (the Secret's parent is the provider its
+        name belongs to), then the vault. A refused or failed read leaves its own ops.run_events
+        row (tool `<provider>.read_secret`, the decision's policy ids), whatever the provider then
+        does with the error; an allowed one is a span event. The value is remembered in `revealed`
+        so the redactor strips it from rows, spans and logs from then on."""
+        call = current_call.get()
+        secret = Uid.of("Secret", key)
+        request = Request(Uid.of("Provider", provider), "read_secret", secret, {},
+                          (Entity(secret, (Uid.of("Provider", secret_owner(key)),)),))
+        decision: Decision | None
         try:
-            value = self.vault.get(key)
+            decision = self.engine.decide(request, now=self.clock())
+        except Exception as e:  # an engine failure is a denial, never a pass
+            log.error("engine failed deciding read_secret %s for %s: %s", key, provider, type(e).__name__)
+            decision = None
+        allowed = decision is not None and decision.allowed
+        _span_event(key, allowed, decision)
+        if not allowed:
+            why = "policy engine error" if decision is None else (
+                ", ".join(decision.reasons) if decision.reasons else "no policy permits it")
+            message = f"{provider} may not read secret {key!r} ({why})"
+            await self._record_secret_refusal(provider, key, call, decision, "denied", message)
+            raise PermissionError(message)
+        if self.vault is None:
+            message = f"no vault is configured; secret {key!r} is unavailable"
+            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message)
+            raise LookupError(message)
+        try:
+            value = await self.vault.get(key)
         except SecretNotFound:
-            raise LookupError(f"secret {key!r} is not in the vault; set it with `opsgate vault set {key}`") from None
-        self.revealed.add(value)
+            message = f"secret {key!r} is not in the vault; an operator must set it with `opsgate vault set {key}`"
+            await self._record_secret_refusal(provider, key, call, decision, "not_found", message)
+            raise LookupError(message) from None
+        except VaultError as e:  # its message names the secret, never a value
+            message = f"secret {key!r} is unavailable: {e}"
+            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message)
+            raise LookupError(message) from None
+        if value not in self.revealed:
+            self.revealed = self.revealed | {value}
         return value
+
+    async def _record_secret_refusal(self, provider: str, key: str, call: CallContext | None,
+                                     decision: Decision | None, status: str, message: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(caller_id=call.caller_id if call else None, tool=f"{provider}.read_secret",
+                                    arguments={"name": key, "during": call.tool if call else None},
+                                    decision=decision, result={"status": status, "message": message},
+                                    duration_ms=0)
+        except GatewayError:  # the store is down: the refusal stands, and the call's own row will fail too
+            log.error("could not record the refused read of secret %s by %s", key, provider)
 
     async def emit_event(self, provider: str, tool: str, payload: Any, result: Any,
                          call: CallContext | None) -> None:

@@ -7,11 +7,14 @@ can call the gateway at once. The key never leaves the vault except into the aut
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import msgspec
@@ -33,11 +36,12 @@ from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
 from providers.netdata import NetdataProvider
 from providers.omega import OmegaProvider
-from providers.sdk.vault import EmbeddedVault
+from providers.sdk.vault import Vault, get_or_create, open_vault
 from providers.sentry import SentryProvider
 from providers.socket import DEFAULT_BASE_URL as SOCKET_URL
 from providers.socket import SocketProvider
 
+T = TypeVar("T")
 DEV_SECRET = "opsgate_dev_jwt_secret"
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
 
@@ -69,9 +73,33 @@ def default_providers(config: GatewayConfig | None = None) -> list[Any]:
                             health_budget_s=budget)]
 
 
+def _blocking(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run async start-up work to completion from synchronous code, in a private event loop on
+    its own thread (so it works whether or not the caller is inside a running loop)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="opsgate-startup") as pool:
+        return pool.submit(lambda: asyncio.run(work())).result()
+
+
+def open_configured_vault(config: GatewayConfig) -> Vault:
+    return open_vault(config.vault, state_dir=config.state_dir, database_url=config.database_url)
+
+
+def signing_key(config: GatewayConfig) -> bytes:
+    """The development HS256 signing key, generated into the configured vault on first start."""
+
+    async def read() -> str:
+        vault = open_configured_vault(config)
+        try:
+            return await get_or_create(vault, DEV_SECRET, lambda: secrets.token_urlsafe(48))
+        finally:
+            await vault.close()
+
+    return _blocking(read).encode()
+
+
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
-    vault = EmbeddedVault(Path(config.state_dir) / "vault")
-    secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
+    secret = signing_key(config)
+    vault = open_configured_vault(config)  # the serving loop's own (a Supabase pool binds to its loop)
     users = LazyPostgresUserDirectory(config.database_url) if config.auth_freshness else None
     authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
                                              freshness=config.auth_freshness), users=users)
@@ -110,4 +138,5 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "mint_token"]
+__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "mint_token", "open_configured_vault",
+           "signing_key"]

@@ -36,7 +36,8 @@ class Services:
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit)
+        self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit,
+                                 scrub=self.redactor.redact_text)
 
     async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
         """Authenticate an HTTP API request and decide the gateway action it performs."""

@@ -65,3 +65,33 @@ def redis_url() -> str:
             pytest.fail(problem + " (CI=true: Redis tests must run)")
         pytest.skip(problem)
     return REDIS_URL
+
+
+def put_secret(vault_dir: str | Path, name: str, value: str) -> None:
+    """Store a secret in the embedded vault at `vault_dir` from sync or async test code (the
+    vault's interface is async; this runs it on a private loop in a thread)."""
+    import asyncio
+    import threading
+
+    from providers.sdk.vault import EmbeddedVault
+
+    async def put() -> None:
+        vault = EmbeddedVault(Path(vault_dir))
+        try:
+            await vault.set(name, value)
+        finally:
+            await vault.close()
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(put())
+        except BaseException as e:  # re-raised in the caller's thread
+            failure.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -36,8 +35,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
-from gateway.serve import DEV_SECRET, demo_user_id, mint_token
-from providers.sdk.vault import EmbeddedVault
+from gateway.serve import demo_user_id, mint_token, signing_key
 from tests.conftest import POLICIES, ROOT
 from tests.harness import free_port, unwrap
 
@@ -66,11 +64,7 @@ def copy_policies(dst: Path, *, viewer_reads: str | None = None) -> Path:
 
 def dev_secret(state_dir: Path) -> bytes:
     """The signing key every gateway on `state_dir` will use (created here if it is new)."""
-    vault = EmbeddedVault(state_dir / "vault")
-    try:
-        return vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
-    finally:
-        vault.close()
+    return signing_key(GatewayConfig(state_dir=str(state_dir)))
 
 
 class GatewayProcess:

@@ -17,8 +17,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from providers.netdata import NetdataProvider
-from providers.sdk.vault import EmbeddedVault
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, put_secret
 from tests.harness import RunningGateway, code_of, running_gateway
 from tests.upstreams.netdata import NODES, ROOM, SPACE, NetdataAgentImitation, NetdataCloudImitation
 
@@ -50,9 +49,8 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gw(cloud: NetdataCloudImitation, agent: NetdataAgentImitation, state: Path,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    vault = EmbeddedVault(state / "vault")
-    vault.set("netdata_token", TOKEN)
-    vault.set("netdata_agent_token", AGENT_TOKEN)
+    put_secret(state / "vault", "netdata_token", TOKEN)
+    put_secret(state / "vault", "netdata_agent_token", AGENT_TOKEN)
     policies = tmp_path_factory.mktemp("bundle") / "policies"
     shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
     allow_file = policies / "provider-allowlist.yaml"
@@ -72,7 +70,7 @@ def clean(cloud: NetdataCloudImitation, agent: NetdataAgentImitation, state: Pat
     yield
     cloud.reset()
     agent.reset()
-    EmbeddedVault(state / "vault").set("netdata_token", TOKEN)
+    put_secret(state / "vault", "netdata_token", TOKEN)
 
 
 async def call(gw: RunningGateway, role: str | None, tool: str, args: dict[str, Any]) -> Any:
@@ -213,14 +211,14 @@ async def test_silence_refusals(gw: RunningGateway, cloud: NetdataCloudImitation
 
 
 async def test_401_names_the_secret(gw: RunningGateway, state: Path) -> None:
-    EmbeddedVault(state / "vault").set("netdata_token", "ndc.revoked")
+    put_secret(state / "vault", "netdata_token", "ndc.revoked")
     err = await tool_error(gw, "ops_viewer", "netdata.spaces.list", {})
     assert "Netdata Cloud refused the credentials (401: ErrUnauthorized: unauthorized)" in err["error"]
     assert "netdata_token" in err["error"] and "ndc.revoked" not in err["error"]
 
 
 async def test_403_from_the_space_role(gw: RunningGateway, state: Path) -> None:
-    EmbeddedVault(state / "vault").set("netdata_token", VIEWER_TOKEN)
+    put_secret(state / "vault", "netdata_token", VIEWER_TOKEN)
     err = await tool_error(gw, "ops_operator", "netdata.silence.create",
                            {"space_id": SPACE, "name": "quiet", "room_ids": [ROOM]})
     assert "forbidden by Netdata Cloud (403: ErrForbidden: not allowed to manage silencing rules" in err["error"]
@@ -249,11 +247,11 @@ async def test_500_and_a_token_echoed_back(gw: RunningGateway, cloud: NetdataClo
 
 
 async def test_the_agent_refusing_its_token(gw: RunningGateway, state: Path, agent: NetdataAgentImitation) -> None:
-    EmbeddedVault(state / "vault").set("netdata_agent_token", "wrong")
+    put_secret(state / "vault", "netdata_agent_token", "wrong-agent-token")
     try:
         err = await tool_error(gw, "ops_viewer", "netdata.alerts.list", {"target": "agent"})
     finally:
-        EmbeddedVault(state / "vault").set("netdata_agent_token", AGENT_TOKEN)
+        put_secret(state / "vault", "netdata_agent_token", AGENT_TOKEN)
     assert "the Netdata Agent refused the credentials (401" in err["error"] and "netdata_agent_token" in err["error"]
 
 
@@ -285,11 +283,11 @@ async def test_health_degraded(gw: RunningGateway, cloud: NetdataCloudImitation,
 
 
 async def test_health_down(gw: RunningGateway, cloud: NetdataCloudImitation, state: Path) -> None:
-    EmbeddedVault(state / "vault").set("netdata_token", "ndc.revoked")  # accounts/me says: anonymous
+    put_secret(state / "vault", "netdata_token", "ndc.revoked")  # accounts/me says: anonymous
     health = await ok(gw, "ops_viewer", "netdata.health", {})
     assert health["status"] == "down" and "anonymous" in health["error"]
     cloud.force(500, {"errorCode": "ErrInternal", "errorMessage": "down"}, path="/api/v2/accounts/me")
-    EmbeddedVault(state / "vault").set("netdata_token", TOKEN)
+    put_secret(state / "vault", "netdata_token", TOKEN)
     health = await ok(gw, "ops_viewer", "netdata.health", {})
     assert health["status"] == "down" and "500" in health["error"]
     async with httpx.AsyncClient() as http:

@@ -3,6 +3,7 @@ and fails closed; an unbound provider gets nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,13 @@ class ExportsEcho(EchoProvider):
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     state = tmp_path_factory.mktemp("state")
-    vault = EmbeddedVault(Path(state) / "vault")
-    vault.set("echo_token", SECRET)
-    vault.set("socket_api_key", "not-echos-secret")
+    async def seed() -> None:
+        vault = EmbeddedVault(Path(state) / "vault")
+        await vault.set("echo_token", SECRET)
+        await vault.set("socket_api_key", "not-echos-secret")
+        await vault.close()
+
+    asyncio.run(seed())
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(state))
     with running_gateway(config, providers=[ExportsEcho()]) as running:
         yield running
@@ -74,7 +79,7 @@ async def test_validate_hostname_asks_the_egress_policy(gw: RunningGateway) -> N
 async def test_a_provider_reads_only_its_own_secrets_and_they_are_redacted(gw: RunningGateway) -> None:
     answer = await ping(gw, "ops_viewer", "secret:echo_token")
     assert answer["length"] == str(len(SECRET))
-    assert await ping(gw, "ops_viewer", "secret:socket_api_key") == "INTERNAL_ERROR"  # PermissionError
+    assert await ping(gw, "ops_viewer", "secret:socket_api_key") == "FORBIDDEN"
     assert gw.services.audit is not None
     rows = await gw.services.audit.store.query(limit=1000)
     assert rows and all(SECRET not in repr(r) for r in rows)

@@ -15,11 +15,10 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig
-from providers.sdk.vault import EmbeddedVault
 from providers.sentry import SentryProvider
 from providers.sentry.api import retry_after
 from providers.sentry.envelope import DSN, InvalidDSN
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, put_secret
 from tests.harness import RunningGateway, code_of, running_gateway
 from tests.upstreams.sentry import FULL, READ, SentryImitation
 
@@ -55,9 +54,8 @@ def vault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gw(upstream: SentryImitation, vault_dir: Path, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[RunningGateway]:
-    vault = EmbeddedVault(vault_dir / "vault")
-    vault.set("sentry_auth_token", TOKEN)
-    vault.set("sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
+    put_secret(vault_dir / "vault", "sentry_auth_token", TOKEN)
+    put_secret(vault_dir / "vault", "sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
     policies = allowlisted_bundle(tmp_path_factory.mktemp("bundle") / "policies", "sentry",
                                   f"http://127.0.0.1:{upstream.port}")
     config = GatewayConfig(policies=str(policies), state_dir=str(vault_dir), upstreams={"sentry": upstream.url})
@@ -71,7 +69,7 @@ def clean(upstream: SentryImitation, vault_dir: Path) -> Iterator[None]:
     yield
     upstream.reset()
     upstream.rate_limited = upstream.ingest_rate_limited = False
-    EmbeddedVault(vault_dir / "vault").set("sentry_auth_token", TOKEN)
+    put_secret(vault_dir / "vault", "sentry_auth_token", TOKEN)
 
 
 async def call(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> Any:
@@ -219,7 +217,7 @@ async def test_message_capture_sends_a_dsn_envelope(gw: RunningGateway, upstream
 
 
 async def test_401_names_the_secret_not_the_token(gw: RunningGateway, vault_dir: Path) -> None:
-    EmbeddedVault(vault_dir / "vault").set("sentry_auth_token", "sntrys_revoked")
+    put_secret(vault_dir / "vault", "sentry_auth_token", "sntrys_revoked")
     err = await tool_error(gw, "ops_viewer", "sentry.issues.list", {})
     assert "authentication failed (401: Invalid token)" in err["error"] and "sentry_auth_token" in err["error"]
     assert "sntrys_revoked" not in err["error"]
@@ -232,7 +230,7 @@ async def test_a_token_echoed_by_the_upstream_is_scrubbed(gw: RunningGateway, up
 
 
 async def test_403_when_the_token_lacks_a_scope(gw: RunningGateway, vault_dir: Path) -> None:
-    EmbeddedVault(vault_dir / "vault").set("sentry_auth_token", READ_TOKEN)
+    put_secret(vault_dir / "vault", "sentry_auth_token", READ_TOKEN)
     err = await tool_error(gw, "ops_operator", "sentry.issue.update", {"issue_id": "1000", "status": "resolved"})
     assert "forbidden (403: You do not have permission to perform this action.)" in err["error"]
     assert "event:write" in err["error"]
@@ -264,24 +262,24 @@ async def test_500_is_a_clear_tool_error(gw: RunningGateway, upstream: SentryImi
 
 
 async def test_ingest_refusing_the_dsn(gw: RunningGateway, vault_dir: Path, upstream: SentryImitation) -> None:
-    EmbeddedVault(vault_dir / "vault").set("sentry_dsn", f"http://wrongkey@127.0.0.1:{upstream.port}/42")
+    put_secret(vault_dir / "vault", "sentry_dsn", f"http://wrongkey@127.0.0.1:{upstream.port}/42")
     try:
         err = await tool_error(gw, "ops_admin", "sentry.message.capture", {"message": "x"})
         assert "refused the DSN (403" in err["error"] and "sentry_dsn" in err["error"]
         assert "wrongkey" not in err["error"]
     finally:
-        EmbeddedVault(vault_dir / "vault").set("sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
+        put_secret(vault_dir / "vault", "sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
 
 
 async def test_a_dsn_pointing_off_the_allowlist_is_refused(gw: RunningGateway, vault_dir: Path,
                                                            upstream: SentryImitation) -> None:
     # "localhost" is not on the allowlist even though it reaches the same server: egress says no.
-    EmbeddedVault(vault_dir / "vault").set("sentry_dsn", f"http://{DSN_KEY}@localhost:{upstream.port}/42")
+    put_secret(vault_dir / "vault", "sentry_dsn", f"http://{DSN_KEY}@localhost:{upstream.port}/42")
     try:
         assert await call(gw, "ops_admin", "sentry.message.capture", {"message": "exfiltrate"}) == "FORBIDDEN"
         assert upstream.captured == []
     finally:
-        EmbeddedVault(vault_dir / "vault").set("sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
+        put_secret(vault_dir / "vault", "sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
 
 
 # -- health (rule 6) ---------------------------------------------------------------------------
@@ -309,7 +307,7 @@ async def test_health_down_on_failure(gw: RunningGateway, upstream: SentryImitat
     health = await ok(gw, "ops_viewer", "sentry.health", {})
     assert health["status"] == "down" and "500" in health["error"]
     upstream.reset()
-    EmbeddedVault(vault_dir / "vault").set("sentry_auth_token", "sntrys_revoked")
+    put_secret(vault_dir / "vault", "sentry_auth_token", "sntrys_revoked")
     health = await ok(gw, "ops_viewer", "sentry.health", {})
     assert health["status"] == "down" and "401" in health["error"] and "sntrys_revoked" not in health["error"]
     async with httpx.AsyncClient() as http:  # the gateway's aggregate shows it too

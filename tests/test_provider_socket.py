@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig
-from providers.sdk.vault import EmbeddedVault
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, put_secret
 from tests.harness import RunningGateway, code_of, running_gateway
 from tests.upstreams import serve
 from tests.upstreams.socket import ALL_SCOPES, SocketState, artifact, build_app, make_alerts, make_repos
@@ -57,7 +56,7 @@ def upstream() -> Iterator[tuple[str, SocketState]]:
 def gw(upstream: tuple[str, SocketState], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     url, _ = upstream
     tmp = tmp_path_factory.mktemp("socket")
-    EmbeddedVault(tmp / "state" / "vault").set("socket_api_key", TOKEN)
+    put_secret(tmp / "state" / "vault", "socket_api_key", TOKEN)
     config = GatewayConfig(policies=str(policies_allowing(tmp, url)), state_dir=str(tmp / "state"),
                            upstreams={"socket": url}, health_timeout_s=BUDGET_S)
     with running_gateway(config) as running:  # the default providers, as `opsgate serve` builds them
@@ -304,7 +303,7 @@ async def test_gateway_health_aggregates_socket(gw: RunningGateway) -> None:
 async def test_an_upstream_outside_the_allowlist_is_refused(upstream: tuple[str, SocketState],
                                                           tmp_path: Path) -> None:
     url, state = upstream
-    EmbeddedVault(tmp_path / "state" / "vault").set("socket_api_key", TOKEN)
+    put_secret(tmp_path / "state" / "vault", "socket_api_key", TOKEN)
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path / "state"), upstreams={"socket": url})
     state.requests.clear()
     with running_gateway(config) as other:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sys
 import time
 import uuid
@@ -29,8 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
 from gateway.registry import Registry
-from gateway.serve import DEV_SECRET, default_providers, mint_token
-from providers.sdk.vault import EmbeddedVault
+from gateway.serve import default_providers, mint_token, signing_key
 from tests.conftest import POLICIES, ROOT
 
 pytestmark = pytest.mark.anyio
@@ -49,11 +47,7 @@ class Stdio:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.state = root / "state"
-        vault = EmbeddedVault(self.state / "vault")
-        try:
-            self.secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
-        finally:
-            vault.close()
+        self.secret = signing_key(GatewayConfig(state_dir=str(self.state)))
 
     def token(self, role: str | None, **kw: Any) -> str:
         return mint_token(self.secret, issuer=ISSUER, user_id=str(uuid.uuid4()), role=role, **kw)

@@ -18,7 +18,15 @@ from providers.sdk.egress import EgressClient
 from providers.sdk.health import HealthStatus
 from providers.sdk.resource import Resource
 from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
-from providers.sdk.tool import CallContext, Refused, Tool
+from providers.sdk.tool import CallContext, Refused, Tool, ToolError
+
+
+class SecretRefused(Refused, PermissionError):
+    """A secret read the policy refused: reported FORBIDDEN, and still a PermissionError for
+    code that catches that."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("FORBIDDEN", message)
 
 
 def now_iso() -> str:
@@ -75,8 +83,15 @@ class ProviderBase:
         await self._runtime.emit_event(self.name, tool, payload, result, current_call.get())
 
     async def get_vault_secret(self, key: str) -> str:
-        """Rule 4: one of this provider's own secrets, after a `read_secret` decision."""
-        return await self._runtime.read_secret(self.name, key)
+        """Rule 4: one of this provider's own secrets (`<provider>_<what>`), after a `read_secret`
+        decision. A refusal raises SecretRefused (the caller sees FORBIDDEN); a secret that is not
+        set or cannot be read raises ToolError naming it. Neither message holds a value."""
+        try:
+            return await self._runtime.read_secret(self.name, key)
+        except PermissionError as e:
+            raise SecretRefused(str(e)) from None
+        except LookupError as e:
+            raise ToolError(str(e)) from None
 
     def validate_hostname(self, url: str) -> None:
         """Rule 5: raise Refused(FORBIDDEN) unless the policy lets this provider reach `url`.
@@ -114,4 +129,4 @@ class ProviderBase:
         return HealthStatus(self.name, "ok", int((time.perf_counter() - start) * 1000), now_iso())
 
 
-__all__ = ["CallContext", "ProviderBase", "now_iso"]
+__all__ = ["CallContext", "ProviderBase", "SecretRefused", "now_iso"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from providers.sdk.vault.base import SecretInfo, SecretNotFound, VaultError, check_name
+from providers.sdk.vault.base import SecretInfo, SecretNotFound, VaultError, check_name, check_value
 
 SCHEMA = """
 create table if not exists secrets (
@@ -31,34 +31,51 @@ create table if not exists secrets (
 
 
 def _load_key(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise VaultError(f"vault key {path} is accessible to group/others (mode {oct(mode & 0o777)}); "
-                             "chmod 600 it") from None
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise VaultError(f"vault key {path} is not 32 bytes") from None
-        return key
-    key = os.urandom(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    """The vault key, created 0600 on first use. A new key is written to a private temporary
+    file and hard-linked into place, so a concurrent starter never reads a half-written key."""
+    if not path.exists():
+        key = os.urandom(32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+            return key
+        except FileExistsError:
+            pass  # another process won: use its key
+        finally:
+            tmp.unlink(missing_ok=True)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise VaultError(f"vault key {path} is accessible to group/others (mode {oct(mode & 0o777)}); chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise VaultError(f"vault key {path} is not 32 bytes")
     return key
 
 
 class EmbeddedVault:
+    """`EmbeddedVault(directory)`: `vault.key` (0600) and `vault.db` in `directory` (0700).
+
+    Its methods are coroutines only to fit the Vault contract: each is one indexed SQLite
+    statement (WAL, so readers never wait for the CLI writing), done inline.
+    """
+
     def __init__(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory = directory
         self._aead = AESGCM(_load_key(directory / "vault.key"))
         self._db = sqlite3.connect(directory / "vault.db", check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma busy_timeout=5000")
         self._db.execute(SCHEMA)
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> str:
+    async def get(self, name: str) -> str:
         check_name(name)
         with self._lock:
             row = self._db.execute("select nonce, ciphertext from secrets where name = ?", (name,)).fetchone()
@@ -69,36 +86,39 @@ class EmbeddedVault:
         except InvalidTag:
             raise VaultError(f"secret {name!r} does not decrypt with this vault's key") from None
 
-    def set(self, name: str, value: str) -> SecretInfo:
+    def _sealed(self, name: str, value: str) -> tuple[bytes, bytes, str]:
         check_name(name)
-        if not value:
-            raise VaultError(f"refusing to store an empty value for {name!r}")
+        check_value(name, value)
         nonce = os.urandom(12)
-        ciphertext = self._aead.encrypt(nonce, value.encode(), name.encode())
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return nonce, self._aead.encrypt(nonce, value.encode(), name.encode()), \
+            datetime.now(UTC).isoformat(timespec="seconds")
+
+    async def set(self, name: str, value: str) -> SecretInfo:
+        nonce, ciphertext, now = self._sealed(name, value)
         with self._lock:
-            self._db.execute(
+            version = self._db.execute(
                 "insert into secrets (name, nonce, ciphertext, version, updated_at) values (?, ?, ?, 1, ?) "
                 "on conflict(name) do update set nonce = excluded.nonce, ciphertext = excluded.ciphertext, "
-                "version = secrets.version + 1, updated_at = excluded.updated_at", (name, nonce, ciphertext, now))
-            version = self._db.execute("select version from secrets where name = ?", (name,)).fetchone()[0]
+                "version = secrets.version + 1, updated_at = excluded.updated_at returning version",
+                (name, nonce, ciphertext, now)).fetchone()[0]
         return SecretInfo(name, version, now)
 
-    def get_or_create(self, name: str, make: object) -> str:
-        """The secret, created by `make()` on first use (for generated development keys)."""
-        try:
-            return self.get(name)
-        except SecretNotFound:
-            self.set(name, make())  # type: ignore[operator]
-            return self.get(name)
+    async def create(self, name: str, value: str) -> bool:
+        nonce, ciphertext, now = self._sealed(name, value)
+        with self._lock:
+            cur = self._db.execute(
+                "insert into secrets (name, nonce, ciphertext, version, updated_at) values (?, ?, ?, 1, ?) "
+                "on conflict(name) do nothing", (name, nonce, ciphertext, now))
+        return cur.rowcount == 1
 
-    def list(self) -> list[SecretInfo]:
+    async def list(self) -> list[SecretInfo]:
         with self._lock:
             rows = self._db.execute("select name, version, updated_at from secrets order by name").fetchall()
         return [SecretInfo(*r) for r in rows]
 
-    def close(self) -> None:
-        self._db.close()
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 __all__ = ["EmbeddedVault"]
