@@ -257,7 +257,9 @@ class _PolicyWriter:
             return [f"when {{ {rare} && ({error}) }}" if broad else f"when {{ {error} }}"]
         clauses = []
         arg = self._when_arg(fields, rare=False) if rng.random() < 0.7 else None
-        clauses.append(f"when {{ {arg or self._when_time()} }}")
+        # A broad permit whose tools share no argument must not fall back to a clock test: that is
+        # true half the time and would grant nearly everything (the outcome mix would collapse).
+        clauses.append(f"when {{ {arg or (rare if broad else self._when_time())} }}")
         if rng.random() < 0.25:
             choice = rng.random()
             if choice < 0.4:
