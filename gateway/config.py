@@ -30,8 +30,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     auth_freshness: bool = False
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     health_timeout_s: float = 5.0  # constitution rule 6
-    # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url.
+    # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url,
+    # through a local durable outbox at <state_dir>/events-outbox.db (answers wait for it, not for Postgres).
     events: Literal["sqlite", "postgres"] = "sqlite"
+    # What a released answer's row survives: "disk" (fsync'd: power loss) or "process" (the gateway
+    # dying in any way, kill -9 included; not a power loss). See otel/events/journal.py.
+    events_durability: Literal["disk", "process"] = "disk"
+    # Unshipped events the outbox may hold while Postgres is unreachable; past it, new calls are refused.
+    events_outbox_max: int = 100_000
     # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.
     tracing: TracingConfig = TracingConfig()
     # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".

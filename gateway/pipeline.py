@@ -48,6 +48,7 @@ class CallResult(msgspec.Struct):
 
     decision: Decision | None = None
     limits: list[Any] = []
+    event_id: str | None = None  # set once the audit trail has journaled the call's start
 
 
 def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
@@ -112,7 +113,8 @@ class Pipeline:
         _annotate_span(caller, name, out, result.get("code"))
         if self.audit is not None:
             await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
-                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000))
+                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000),
+                                    event_id=out.event_id)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -151,8 +153,9 @@ class Pipeline:
                                    retry_after_s=worst.retry_after_s, bucket=worst.bucket,
                                    limiter_error=worst.error)
 
-        if self.audit is not None:
-            self.audit.ensure_available()  # no unauditable operations
+        if self.audit is not None:  # no unauditable operations: a crash from here on leaves an `interrupted` row
+            out.event_id = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
+                                                  decision=decision)
         ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
         token = current_call.set(ctx)
         try:

@@ -10,6 +10,11 @@ Invariants:
 - If the database refuses the batch's *data* (a constraint, e.g. a caller_id not in
   auth.users), the batch is retried one event per transaction, so only the offending caller
   gets `EventRejected` and nobody else's audit row is lost.
+- `begin` journals an *intent* (the row the call will get if the process dies before its
+  outcome is recorded: result status `interrupted`) in the same group-commit queue. `append` of
+  the event with the same id replaces the intent in one transaction. Stores with a local journal
+  (`journals_intents`) turn the intents of a dead process into rows when they next open; the
+  others accept `begin` as a no-op.
 - A store belongs to the event loop that first uses it.
 
 Errors:
@@ -53,6 +58,9 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
 
 MAX_QUERY_LIMIT = 10_000
 
+#: A queued write: the event, whether it is an intent (else an outcome), its caller's future.
+Pending = tuple[RunEvent, bool, "asyncio.Future[None]"]
+
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
     """A validated `query()` call, handed to the backend."""
@@ -75,10 +83,12 @@ class EventStore(ABC):
     name = "events"
     #: How many batches may be in flight at once. SQLite has one writer; Postgres may pipeline.
     writers = 1
+    #: Whether `begin` journals intents that become `interrupted` rows after a crash.
+    journals_intents = False
 
     def __init__(self, *, max_batch: int = 1000) -> None:
         self._max_batch = max_batch
-        self._pending: deque[tuple[RunEvent, asyncio.Future[None]]] = deque()
+        self._pending: deque[Pending] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -88,12 +98,29 @@ class EventStore(ABC):
 
     async def append(self, event: RunEvent) -> None:
         """Commit `event`; return once durable. Re-appending an id already stored is a no-op."""
+        await self._enqueue(event, intent=False)
+
+    async def begin(self, event: RunEvent) -> None:
+        """Journal the intent `event` (its row should the process die before `append(<same id>)`);
+        return once durable. A no-op for stores without a local journal."""
+        if not self.journals_intents:
+            return
+        await self._enqueue(event, intent=True)
+
+    async def write_batch(self, events: list[RunEvent]) -> None:
+        """Write `events` now in ONE transaction, bypassing the queue (an outbox's shipper uses
+        this to keep its journal's order). Raises like `_write_batch`."""
+        if self._closed:
+            raise EventStoreUnavailable(f"{self.name} store is closed")
+        await self._write_batch(events, [])
+
+    async def _enqueue(self, event: RunEvent, *, intent: bool) -> None:
         if self._closed:
             raise EventStoreUnavailable(f"{self.name} store is closed")
         if not isinstance(event, RunEvent):
-            raise TypeError(f"append() takes a RunEvent, got {type(event).__name__}")
+            raise TypeError(f"append() and begin() take a RunEvent, got {type(event).__name__}")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
+        self._pending.append((event, intent, future))
         self._start_writers().set()
         await future
 
@@ -168,7 +195,7 @@ class EventStore(ABC):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, future in self._pending:  # only if a writer died; never leave a caller hanging
+        for _, _, future in self._pending:  # only if a writer died; never leave a caller hanging
             if not future.done():
                 future.set_exception(EventStoreUnavailable(f"{self.name} store closed"))
         self._pending.clear()
@@ -182,8 +209,10 @@ class EventStore(ABC):
     # -- what a backend provides ------------------------------------------------------------
 
     @abstractmethod
-    async def _write_batch(self, events: list[RunEvent]) -> None:
-        """Insert all `events` in ONE transaction, ignoring ids already stored.
+    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
+        """Insert all `events` in ONE transaction, ignoring ids already stored; in the same
+        transaction journal `intents` and drop the intents that `events` complete (stores with
+        `journals_intents`; the others always get an empty list).
 
         Raise EventRejected when the database refuses the data, EventStoreUnavailable otherwise.
         """
@@ -222,20 +251,21 @@ class EventStore(ABC):
                 self._wakeup.set()
             await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[RunEvent, asyncio.Future[None]]]) -> None:
-        first: dict[str, RunEvent] = {}
-        for event, _ in batch:  # the same id twice in one batch: write it once, release both callers
-            first.setdefault(event.id, event)
-        unique = list(first.values())
+    async def _commit(self, batch: list[Pending]) -> None:
+        first: dict[tuple[str, bool], RunEvent] = {}
+        for event, intent, _ in batch:  # the same id twice in one batch: write it once, release both callers
+            first.setdefault((event.id, intent), event)
+        events = [e for (_, intent), e in first.items() if not intent]
+        intents = [e for (_, intent), e in first.items() if intent]
         try:
-            await self._write_batch(unique)
+            await self._write_batch(events, intents)
         except EventRejected as exc:
-            if len(unique) == 1:
+            if len(first) == 1:
                 self._failed += 1
                 _settle(batch, exc)
                 return
-            for event in unique:  # isolate the offender; the others still commit
-                await self._commit([(e, f) for e, f in batch if e.id == event.id])
+            for key in first:  # isolate the offender; the others still commit
+                await self._commit([p for p in batch if (p[0].id, p[1]) == key])
             return
         except EventStoreError as exc:
             self._failed += 1
@@ -248,13 +278,13 @@ class EventStore(ABC):
             _settle(batch, unavailable)
             return
         self._batches += 1
-        self._events += len(batch)
+        self._events += sum(1 for _, intent, _ in batch if not intent)
         self._largest = max(self._largest, len(batch))
         _settle(batch, None)
 
 
-def _settle(batch: list[tuple[RunEvent, asyncio.Future[None]]], error: BaseException | None) -> None:
-    for _, future in batch:
+def _settle(batch: list[Pending], error: BaseException | None) -> None:
+    for _, _, future in batch:
         if future.done():  # the caller was cancelled; its event was still written (or not) as a whole
             continue
         if error is None:

@@ -1,7 +1,11 @@
 """SQLite event store: the embedded default (`make run`, single hosts).
 
-Durability: WAL with `synchronous=FULL`, so a returned `append` survives power loss, not just
-a process crash. One writer connection on one dedicated thread (SQLite allows one writer; the
+Durability: WAL with `synchronous=FULL` by default (`durability="disk"`), so a returned `append`
+survives power loss, not just a process crash; `durability="process"` (synchronous=NORMAL)
+survives any death of the gateway process but not a power loss, and puts no fsync on the
+call's path (see otel/events/journal.py). Intents (`begin`) live in `run_intents` in the same
+database and become `interrupted` rows when a store next opens it after their process died.
+One writer connection on one dedicated thread (SQLite allows one writer; the
 event loop never blocks on fsync), fed by the shared group-commit queue: one transaction and
 one fsync per batch. Reads use a second connection on another thread (WAL readers do not
 block the writer). Same logical columns as `ops.run_events`; JSON and lists are JSON text;
@@ -19,6 +23,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
+from otel.events.journal import INTENTS_SCHEMA, Durability, Owner, connect, intent_rows
 from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
@@ -54,6 +59,8 @@ create trigger if not exists run_events_no_delete before delete on run_events
 begin select raise(abort, 'run_events is append-only: DELETE is not allowed'); end;
 """
 
+_INTENT = "insert or ignore into run_intents (id, owner, event) values (?, ?, ?)"
+_DONE = "delete from run_intents where id = ?"
 _INSERT = f"insert or ignore into run_events ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _encode = msgspec.json.Encoder().encode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
@@ -63,20 +70,19 @@ class SqliteEventStore(EventStore):
     """`SqliteEventStore(path)`; fails at construction, with the path named, if it cannot write."""
 
     name = "sqlite"
+    journals_intents = True
 
-    def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
+                 durability: Durability = "disk") -> None:
         super().__init__(max_batch=max_batch)
         self.path = Path(path)
+        self.durability = durability
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._wconn = self._connect(busy_timeout_ms)
-            mode = self._wconn.execute("pragma journal_mode=wal").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
-            self._wconn.execute("pragma synchronous=full")
-            self._wconn.executescript(SCHEMA)
-            self._wconn.execute("begin immediate")  # prove we can take the write lock now, not on the first call
-            self._wconn.execute("commit")
+            self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
+            self._wconn.executescript(SCHEMA + INTENTS_SCHEMA)
+            self._owner = Owner(self.path)
+            self.recovered = self._recover()  # also proves we can take the write lock now
             self._rconn = self._connect(busy_timeout_ms)
             self._rconn.execute("pragma query_only=1")
         except (sqlite3.Error, OSError) as exc:
@@ -90,16 +96,36 @@ class SqliteEventStore(EventStore):
         conn.execute(f"pragma busy_timeout={int(busy_timeout_ms)}")
         return conn
 
-    async def _write_batch(self, events: list[RunEvent]) -> None:
-        rows = [to_row(e) for e in events]
-        await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
+    def _recover(self) -> int:
+        """Turn the intents of dead processes into their `interrupted` rows; returns how many."""
+        conn = self._wconn
+        conn.execute("begin immediate")
+        try:
+            dead = self._owner.dead_owners(conn)
+            events = [e for owner in dead for e in self._owner.take_intents(conn, owner)]
+            conn.executemany(_INSERT, [to_row(e) for e in events])
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        self._owner.release_dead(dead)
+        return len(events)
 
-    def _write_sync(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
+        rows = [to_row(e) for e in events]
+        marks = intent_rows(intents, self._owner.id)
+        await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows, marks)
+
+    def _write_sync(self, rows: list[tuple[Any, ...]], intents: list[tuple[str, str, str]]) -> None:
         conn = self._wconn
         try:
             conn.execute("begin immediate")
             try:
-                conn.executemany(_INSERT, rows)
+                if intents:
+                    conn.executemany(_INTENT, intents)
+                if rows:
+                    conn.executemany(_INSERT, rows)
+                    conn.executemany(_DONE, [(r[0],) for r in rows])
                 conn.execute("commit")
             except BaseException:
                 conn.execute("rollback")
@@ -162,6 +188,7 @@ class SqliteEventStore(EventStore):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._wpool, self._wconn.close)
         await loop.run_in_executor(self._rpool, self._rconn.close)
+        self._owner.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
 
