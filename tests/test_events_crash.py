@@ -233,9 +233,11 @@ async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp
             proxy.cut()
             seen = len(load.answered)
             await load.until(lambda: len(load.answered) >= seen + 60)  # answers keep coming
-            events = gw.health()["events"]
-            assert events["status"] == "degraded" and events["outbox"]["shipping"] == "failing"
-            assert events["outbox"]["backlog"] > 0
+            deadline = time.monotonic() + 30
+            while (events := gw.health()["events"])["outbox"]["shipping"] != "failing":  # the shipper notices
+                assert time.monotonic() < deadline, events
+                await asyncio.sleep(0.05)
+            assert events["status"] == "degraded" and events["outbox"]["backlog"] > 0
             assert httpx.get(gw.url + "/health/ready", timeout=10).status_code == 200
             proxy.restore()
             seen = len(load.answered)

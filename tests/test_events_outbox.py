@@ -97,9 +97,9 @@ async def test_an_outage_mid_load_loses_and_duplicates_nothing(tmp_path: Path, p
         await asyncio.gather(*(caller(u, 50, 0) for u in USERS))
         proxy.cut()  # mid-load: whatever batch is in flight dies with its connection
         await asyncio.gather(*(caller(u, 50, 50) for u in USERS))
-        health = await store.health()
-        assert health["status"] == "degraded" and health["outbox"]["shipping"] == "failing"
-        assert health["outbox"]["backlog"] > 0
+        while (health := await store.health())["outbox"]["shipping"] != "failing":  # the shipper notices
+            await asyncio.sleep(0.05)
+        assert health["status"] == "degraded" and health["outbox"]["backlog"] > 0
         proxy.restore()
         await asyncio.gather(*(caller(u, 50, 100) for u in USERS))
         assert await store.drain(60), (await store.health())["outbox"]

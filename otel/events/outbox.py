@@ -8,10 +8,11 @@ Invariants:
   at the chosen durability, group-committed): a tool's answer waits for the journal, never for
   the database. A database outage therefore costs the caller nothing but shipping lag.
 - One shipper sends the journal to the remote store oldest first, in batches, each ONE
-  transaction of `insert .. on conflict (id) do nothing`, and deletes a batch from the journal
-  only after its commit. A crash between the two re-sends the batch; the ids make that a no-op.
-  So: no loss (a row leaves the journal only once stored), no duplicates (idempotent by id), and
-  journal order (call order) is the shipping order.
+  transaction of `insert .. on conflict (id) do nothing` (up to SHIP_PIPELINE overlap), and
+  deletes rows from the journal strictly in order, only once they and everything before them
+  are committed. A crash in between re-sends them; the ids make that a no-op. So: no loss (a
+  row leaves the journal only once stored), no duplicates (idempotent by id). Rows carry their
+  call's `created_at`, and readers order by it, so each caller's events read back in call order.
 - While the remote store is unreachable, the shipper retries with backoff; health says
   `degraded` with the backlog and the last error, and the gateway still serves.
 - The journal is bounded (`max_pending` events). When it is full, `begin` (a tool about to run)
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ class OutboxEventStore(EventStore):
     journals_intents = True
     RETRY_MIN_S = 0.05
     RETRY_MAX_S = 2.0
+    SHIP_PIPELINE = 3  # batches in flight to the remote store
 
     def __init__(self, path: str | Path, remote: EventStore, *, durability: Durability = "disk",
                  max_pending: int = 100_000, max_batch: int = 1000, ship_batch: int = 1000) -> None:
@@ -86,12 +89,17 @@ class OutboxEventStore(EventStore):
             self.recovered = self._recover()
             self._backlog = self._conn.execute("select count(*) from outbox").fetchone()[0]
             self._rejected = self._conn.execute("select count(*) from rejected").fetchone()[0]
+            # The shipper's own connection. Its deletes need no fsync (synchronous is per
+            # connection): a delete lost to a power cut only means that batch is sent again, and
+            # the next fsync'd group commit makes every earlier WAL frame durable anyway.
+            self._sconn = connect(self.path, "process")
+            self._sconn.execute("pragma synchronous=off")
         except (sqlite3.Error, OSError) as exc:
             raise EventStoreUnavailable(f"cannot open the event outbox at {self.path}: {exc}") from exc
         self._open_intents: set[str] = set()
-        # One thread for the journal connection: group commits and the shipper's reads and
-        # deletes take turns on it (each is short; the remote round trip happens on the loop).
+        # One thread per connection: group commits never wait behind the shipper, nor it behind them.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="opsgate-outbox")
+        self._spool = ThreadPoolExecutor(1, thread_name_prefix="opsgate-outbox-ship")
         self._shipper: asyncio.Task[None] | None = None
         self._ship_wakeup: asyncio.Event | None = None
         self._shipped = 0
@@ -203,9 +211,12 @@ class OutboxEventStore(EventStore):
             self._ship_wakeup.set()  # it ships what it can within the remote's timeout, then stops
             with contextlib.suppress(asyncio.CancelledError):
                 await self._shipper
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.close)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._conn.close)
+        await loop.run_in_executor(self._spool, self._sconn.close)
         self._owner.close()
         self._pool.shutdown()
+        self._spool.shutdown()
         await self.remote.close()
 
     # -- the shipper ---------------------------------------------------------------------------
@@ -216,20 +227,38 @@ class OutboxEventStore(EventStore):
             self._shipper = asyncio.create_task(self._ship_loop(), name="opsgate-outbox-shipper")
 
     async def _ship_loop(self) -> None:
+        """Ship the journal oldest first, up to SHIP_PIPELINE batches in flight (each its own
+        transaction on its own connection), so reading the journal, the round trip and the
+        remote commit of consecutive batches overlap. Rows are forgotten strictly in order, up
+        to the last batch whose predecessors have all committed; after a failure everything
+        not yet confirmed is sent again from there (a no-op for what had landed)."""
         assert self._ship_wakeup is not None
         loop = asyncio.get_running_loop()
         delay = self.RETRY_MIN_S
+        cursor = 0  # the highest seq handed to a ship task
+        inflight: deque[tuple[int, int, asyncio.Task[None]]] = deque()
         while True:
             self._ship_wakeup.clear()
-            batch = await loop.run_in_executor(self._pool, self._oldest, self._ship_batch)
-            if not batch:
+            while len(inflight) < self.SHIP_PIPELINE:
+                batch = await loop.run_in_executor(self._spool, self._after, cursor, self._ship_batch)
+                if not batch:
+                    break
+                cursor = batch[-1][0]
+                inflight.append((cursor, len(batch), asyncio.create_task(self._ship([e for _, e in batch]))))
+            if not inflight:
                 if self._closed:
                     return
                 await self._ship_wakeup.wait()
                 continue
+            last_seq, count, task = inflight.popleft()
             try:
-                await self._ship([e for _, e in batch])
+                await task
             except EventStoreError as exc:
+                for _, _, later in inflight:  # let the rest settle; they are re-sent either way
+                    with contextlib.suppress(EventStoreError):
+                        await later
+                inflight.clear()
+                cursor = await loop.run_in_executor(self._spool, self._first_unconfirmed)
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 if self._closed:  # leave the rest journaled for the next start
                     log.warning("event outbox closing with %d events unshipped: %s", self._backlog, exc)
@@ -239,9 +268,9 @@ class OutboxEventStore(EventStore):
                         await self._closing()
                 delay = min(delay * 2, self.RETRY_MAX_S)
                 continue
-            await loop.run_in_executor(self._pool, self._forget, batch[-1][0])
-            self._backlog -= len(batch)
-            self._shipped += len(batch)
+            await loop.run_in_executor(self._spool, self._forget, last_seq)
+            self._backlog -= count
+            self._shipped += count
             self._last_error = None
             delay = self.RETRY_MIN_S
 
@@ -262,17 +291,23 @@ class OutboxEventStore(EventStore):
                 log.error("the event store refused event %s (%s.%s); kept in %s, table rejected: %s",
                           event.id, event.provider, event.tool, self.path, exc)
                 self._rejected += await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._reject, event, str(exc))
+                    self._spool, self._reject, event, str(exc))
 
-    def _oldest(self, n: int) -> list[tuple[int, RunEvent]]:
-        rows = self._conn.execute("select seq, event from outbox order by seq limit ?", (n,)).fetchall()
+    def _after(self, cursor: int, n: int) -> list[tuple[int, RunEvent]]:
+        rows = self._sconn.execute("select seq, event from outbox where seq > ? order by seq limit ?",
+                                   (cursor, n)).fetchall()
         return [(seq, _decode(text)) for seq, text in rows]
 
+    def _first_unconfirmed(self) -> int:
+        """The cursor from which to send again: just before the oldest row still journaled."""
+        first = self._sconn.execute("select min(seq) from outbox").fetchone()[0]
+        return 0 if first is None else first - 1
+
     def _forget(self, last_seq: int) -> None:
-        self._conn.execute("delete from outbox where seq <= ?", (last_seq,))
+        self._sconn.execute("delete from outbox where seq <= ?", (last_seq,))
 
     def _reject(self, event: RunEvent, error: str) -> int:
-        return self._conn.execute("insert or ignore into rejected (id, event, error) values (?, ?, ?)",
+        return self._sconn.execute("insert or ignore into rejected (id, event, error) values (?, ?, ?)",
                                   (event.id, _encode(event).decode(), error)).rowcount
 
 
