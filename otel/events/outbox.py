@@ -84,6 +84,7 @@ class OutboxEventStore(EventStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = connect(self.path, durability)
+            self._sync = "full" if durability == "disk" else "normal"
             self._conn.executescript(SCHEMA + INTENTS_SCHEMA)
             self._owner = Owner(self.path)
             self.recovered = self._recover()
@@ -183,6 +184,11 @@ class OutboxEventStore(EventStore):
 
     def _write_sync(self, rows: list[tuple[str, str]], intents: list[tuple[str, str, str]]) -> None:
         conn = self._conn
+        if self.durability == "disk":  # outcomes are fsync'd, intents only reach the OS (see SqliteEventStore)
+            sync = "full" if rows else "normal"
+            if sync != self._sync:
+                conn.execute(f"pragma synchronous={sync}")
+                self._sync = sync
         try:
             conn.execute("begin immediate")
             try:
