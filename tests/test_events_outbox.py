@@ -193,16 +193,18 @@ async def test_sqlite_intents_of_a_dead_owner_become_interrupted_rows(tmp_path: 
     done, cut_short = ev("intent", seq=1), ev("intent", seq=2, result={"status": "interrupted"})
     await first.begin(done)
     await first.begin(cut_short)
-    await first.append(done)  # the outcome replaces the intent
+    await first.append(done)  # its outcome is stored: its intent no longer matters
     reader = SqliteEventStore(path)  # e.g. `opsgate events tail` while the gateway runs
     assert reader.recovered == 0 and await reader.query(tool="intent") == [done]
     await reader.close()
     await first.close()  # dies (or stops) with cut_short still running
     after = SqliteEventStore(path)
     try:
-        assert after.recovered == 1
+        assert after.recovered == 2  # both intents are read back; done's stored outcome wins
         rows = await after.query(tool="intent")
         assert sorted(rows, key=lambda e: e.payload["seq"]) == [done, cut_short]  # type: ignore[index]
+        dead = first._intents.id  # the dead owner is forgotten
+        assert not list((tmp_path / "events.db.owners").glob(f"{dead}.*"))
     finally:
         await after.close()
 

@@ -10,11 +10,11 @@ Invariants:
 - If the database refuses the batch's *data* (a constraint, e.g. a caller_id not in
   auth.users), the batch is retried one event per transaction, so only the offending caller
   gets `EventRejected` and nobody else's audit row is lost.
-- `begin` journals an *intent* (the row the call will get if the process dies before its
-  outcome is recorded: result status `interrupted`) in the same group-commit queue. `append` of
-  the event with the same id replaces the intent in one transaction. Stores with a local journal
-  (`journals_intents`) turn the intents of a dead process into rows when they next open; the
-  others accept `begin` as a no-op.
+- `begin(event)` records an *intent* before a tool runs: the row the call gets if the process
+  dies before `append` of the same id. Stores with a local journal (`journals_intents`) write it
+  to a per-process intent log (otel/events/journal.py) and, when they next open after that
+  process died, insert its intents with insert-if-absent, so an outcome already stored wins.
+  Other stores accept `begin` as a no-op.
 - A store belongs to the event loop that first uses it.
 
 Errors:
@@ -58,9 +58,6 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
 
 MAX_QUERY_LIMIT = 10_000
 
-#: A queued write: the event, whether it is an intent (else an outcome), its caller's future.
-Pending = tuple[RunEvent, bool, "asyncio.Future[None]"]
-
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
     """A validated `query()` call, handed to the backend."""
@@ -83,12 +80,12 @@ class EventStore(ABC):
     name = "events"
     #: How many batches may be in flight at once. SQLite has one writer; Postgres may pipeline.
     writers = 1
-    #: Whether `begin` journals intents that become `interrupted` rows after a crash.
+    #: Whether `begin` records intents that become `interrupted` rows after a crash.
     journals_intents = False
 
     def __init__(self, *, max_batch: int = 1000) -> None:
         self._max_batch = max_batch
-        self._pending: deque[Pending] = deque()
+        self._pending: deque[tuple[RunEvent, asyncio.Future[None]]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -98,31 +95,30 @@ class EventStore(ABC):
 
     async def append(self, event: RunEvent) -> None:
         """Commit `event`; return once durable. Re-appending an id already stored is a no-op."""
-        await self._enqueue(event, intent=False)
+        if self._closed:
+            raise EventStoreUnavailable(f"{self.name} store is closed")
+        if not isinstance(event, RunEvent):
+            raise TypeError(f"append() takes a RunEvent, got {type(event).__name__}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._start_writers().set()
+        await future
 
     async def begin(self, event: RunEvent) -> None:
-        """Journal the intent `event` (its row should the process die before `append(<same id>)`);
-        return once durable. A no-op for stores without a local journal."""
-        if not self.journals_intents:
-            return
-        await self._enqueue(event, intent=True)
+        """Record the intent `event` (the call's row should the process die before `append` of
+        the same id) durably against the process dying. A no-op without a local journal."""
+        if self._closed:
+            raise EventStoreUnavailable(f"{self.name} store is closed")
+        if not isinstance(event, RunEvent):
+            raise TypeError(f"begin() takes a RunEvent, got {type(event).__name__}")
+        self._begin(event)
 
     async def write_batch(self, events: list[RunEvent]) -> None:
         """Write `events` now in ONE transaction, bypassing the queue (an outbox's shipper uses
         this to keep its journal's order). Raises like `_write_batch`."""
         if self._closed:
             raise EventStoreUnavailable(f"{self.name} store is closed")
-        await self._write_batch(events, [])
-
-    async def _enqueue(self, event: RunEvent, *, intent: bool) -> None:
-        if self._closed:
-            raise EventStoreUnavailable(f"{self.name} store is closed")
-        if not isinstance(event, RunEvent):
-            raise TypeError(f"append() and begin() take a RunEvent, got {type(event).__name__}")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, intent, future))
-        self._start_writers().set()
-        await future
+        await self._write_batch(events)
 
     async def query(
         self,
@@ -195,7 +191,7 @@ class EventStore(ABC):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, _, future in self._pending:  # only if a writer died; never leave a caller hanging
+        for _, future in self._pending:  # only if a writer died; never leave a caller hanging
             if not future.done():
                 future.set_exception(EventStoreUnavailable(f"{self.name} store closed"))
         self._pending.clear()
@@ -208,11 +204,17 @@ class EventStore(ABC):
 
     # -- what a backend provides ------------------------------------------------------------
 
+    def _begin(self, event: RunEvent) -> None:
+        """Record an intent (stores with `journals_intents`); raise EventStoreUnavailable if it cannot be."""
+        return None  # no local journal: nothing outlives this process anyway
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        """Called after `events` are durably committed (a journal forgets their intents)."""
+        return None
+
     @abstractmethod
-    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
-        """Insert all `events` in ONE transaction, ignoring ids already stored; in the same
-        transaction journal `intents` and drop the intents that `events` complete (stores with
-        `journals_intents`; the others always get an empty list).
+    async def _write_batch(self, events: list[RunEvent]) -> None:
+        """Insert all `events` in ONE transaction, ignoring ids already stored.
 
         Raise EventRejected when the database refuses the data, EventStoreUnavailable otherwise.
         """
@@ -251,21 +253,20 @@ class EventStore(ABC):
                 self._wakeup.set()
             await self._commit(batch)
 
-    async def _commit(self, batch: list[Pending]) -> None:
-        first: dict[tuple[str, bool], RunEvent] = {}
-        for event, intent, _ in batch:  # the same id twice in one batch: write it once, release both callers
-            first.setdefault((event.id, intent), event)
-        events = [e for (_, intent), e in first.items() if not intent]
-        intents = [e for (_, intent), e in first.items() if intent]
+    async def _commit(self, batch: list[tuple[RunEvent, asyncio.Future[None]]]) -> None:
+        first: dict[str, RunEvent] = {}
+        for event, _ in batch:  # the same id twice in one batch: write it once, release both callers
+            first.setdefault(event.id, event)
+        unique = list(first.values())
         try:
-            await self._write_batch(events, intents)
+            await self._write_batch(unique)
         except EventRejected as exc:
-            if len(first) == 1:
+            if len(unique) == 1:
                 self._failed += 1
                 _settle(batch, exc)
                 return
-            for key in first:  # isolate the offender; the others still commit
-                await self._commit([p for p in batch if (p[0].id, p[1]) == key])
+            for event in unique:  # isolate the offender; the others still commit
+                await self._commit([(e, f) for e, f in batch if e.id == event.id])
             return
         except EventStoreError as exc:
             self._failed += 1
@@ -277,14 +278,15 @@ class EventStore(ABC):
             unavailable.__cause__ = exc
             _settle(batch, unavailable)
             return
+        self._committed(unique)
         self._batches += 1
-        self._events += sum(1 for _, intent, _ in batch if not intent)
+        self._events += len(batch)
         self._largest = max(self._largest, len(batch))
         _settle(batch, None)
 
 
-def _settle(batch: list[Pending], error: BaseException | None) -> None:
-    for _, _, future in batch:
+def _settle(batch: list[tuple[RunEvent, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, future in batch:
         if future.done():  # the caller was cancelled; its event was still written (or not) as a whole
             continue
         if error is None:

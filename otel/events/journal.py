@@ -11,12 +11,17 @@ Durability (what a released answer survives):
                the last WAL sync (SQLite syncs at each checkpoint; the kernel writes back within
                seconds). It costs no fsync on the call's path.
 
-Intents: `begin` writes the row a call will get if its process dies before the outcome is
-recorded; the outcome's commit deletes it. Each store instance owns its intents through an
-exclusive `flock` on `<journal>.owners/<owner>.lock`, held while the process lives and released
-by the kernel when it dies, however it dies. A store that opens the journal turns the intents of
-every owner whose lock it can take (a dead process) into rows, so gateways sharing a state dir,
-and `opsgate events` reading it, never touch the intents of a live gateway.
+Intents: before a tool runs, `begin` appends the row the call will get if its process dies
+first (status `interrupted`) to this process's intent log, `<journal>.owners/<owner>.<n>.intents`:
+one `write(2)` of one JSON line, no transaction and no fsync. Once written it is in the kernel,
+so it survives the process dying in any way (kill -9), which is what `interrupted` rows are for;
+a power loss can lose the intents of calls in flight at that instant (their answers were never
+released). The owner holds an exclusive `flock` on `<owner>.lock` while it lives; the kernel
+drops it when the process dies, however it dies. A store opening the journal takes the locks
+it can (dead owners), inserts their intents if absent (an outcome already stored has the same
+id and wins) and deletes their files. So gateways sharing a state dir, and `opsgate events`
+reading it, never touch a live gateway's intents. A log rolls over to a new file past
+ROTATE_BYTES; a rolled file is deleted once every intent in it has its outcome committed.
 """
 
 from __future__ import annotations
@@ -31,19 +36,10 @@ from typing import Literal
 
 import msgspec
 
-from otel.events.model import RunEvent
+from otel.events.model import UUID_TEXT, RunEvent
 
 Durability = Literal["disk", "process"]
 DURABILITY: dict[str, str] = {"disk": "full", "process": "normal"}
-
-INTENTS_SCHEMA = """
-create table if not exists run_intents (
-    id text primary key,
-    owner text not null,
-    event text not null
-);
-create index if not exists run_intents_owner_idx on run_intents (owner);
-"""
 
 _encode = msgspec.json.Encoder().encode
 _decode_event = msgspec.json.Decoder(RunEvent).decode
@@ -62,49 +58,98 @@ def connect(path: Path, durability: Durability, *, busy_timeout_ms: int = 5000) 
     return conn
 
 
-def intent_rows(intents: list[RunEvent], owner: str) -> list[tuple[str, str, str]]:
-    return [(e.id, owner, _encode(e).decode()) for e in intents]
+class IntentLog:
+    """This store instance's intents (see the module docstring)."""
 
-
-class Owner:
-    """This store instance's claim on its intents: an flock held until close (or death)."""
+    ROTATE_BYTES = 4 << 20
 
     def __init__(self, journal: Path) -> None:
         self.dir = journal.with_name(journal.name + ".owners")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.id = str(uuid.uuid4())
-        self._fd = _lock(self.dir / f"{self.id}.lock", wait=True)
-        assert self._fd is not None
+        # Lock under a temporary name, then rename: no other process ever sees this owner's
+        # lock file unlocked (it would take the owner for dead and recover its live intents).
+        lock = _lock(self.dir / f".new-{self.id}", wait=True)
+        assert lock is not None
+        os.rename(self.dir / f".new-{self.id}", self.dir / f"{self.id}.lock")
+        self._lock_fd = lock
+        self._gen = 0
+        self._fd = self._open(0)
+        self._size = 0
+        self._open_ids: dict[str, int] = {}  # intent id -> the generation (file) holding it
+        self._counts: dict[int, int] = {0: 0}  # open intents per generation
 
-    def dead_owners(self, conn: sqlite3.Connection) -> dict[str, int]:
-        """Owners with intents in `conn` whose process is gone, each with its lock now held by us."""
+    def write(self, event: RunEvent) -> None:
+        """Append one intent (raises OSError if it cannot be written)."""
+        line = _encode(event) + b"\n"
+        if os.write(self._fd, line) != len(line):
+            raise OSError(f"short write to the intent log in {self.dir}")
+        self._open_ids[event.id] = self._gen
+        self._counts[self._gen] += 1
+        self._size += len(line)
+        if self._size >= self.ROTATE_BYTES:
+            os.close(self._fd)
+            old, self._gen, self._size = self._gen, self._gen + 1, 0
+            self._fd = self._open(self._gen)
+            self._counts[self._gen] = 0
+            self._drop_if_done(old)
+
+    def done(self, ids: list[str]) -> None:
+        """These calls' outcomes are committed: their intents are no longer needed."""
+        for event_id in ids:
+            gen = self._open_ids.pop(event_id, None)
+            if gen is not None:
+                self._counts[gen] -= 1
+                self._drop_if_done(gen)
+
+    def dead_owners(self) -> dict[str, int]:
+        """Owners with a lock or intent files whose process is gone, each with its lock now held by us."""
+        owners = {f.name.split(".")[0] for f in self.dir.iterdir()
+                  if f.suffix in (".lock", ".intents") and UUID_TEXT.fullmatch(f.name.split(".")[0])}
         dead: dict[str, int] = {}
-        for (owner,) in conn.execute("select distinct owner from run_intents").fetchall():
-            if owner == self.id:
-                continue
+        for owner in sorted(owners - {self.id}):
             fd = _lock(self.dir / f"{owner}.lock", wait=False)
             if fd is not None:
                 dead[owner] = fd
         return dead
 
-    def take_intents(self, conn: sqlite3.Connection, owner: str) -> list[RunEvent]:
-        """The intents of a dead `owner` (call within the transaction that turns them into rows)."""
-        rows = conn.execute("select event from run_intents where owner = ? order by id", (owner,)).fetchall()
-        conn.execute("delete from run_intents where owner = ?", (owner,))
-        return [_decode_event(r[0]) for r in rows]
+    def read(self, owner: str) -> list[RunEvent]:
+        """A dead owner's intents, oldest first (a line cut short by a crash is skipped)."""
+        files = sorted(self.dir.glob(f"{owner}.*.intents"), key=lambda f: int(f.name.split(".")[1]))
+        events = []
+        for f in files:
+            for line in f.read_bytes().splitlines():
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    events.append(_decode_event(line))
+        return events
 
-    def release_dead(self, dead: dict[str, int]) -> None:
+    def release(self, dead: dict[str, int]) -> None:
+        """Forget dead owners whose intents are now rows (call after that commit)."""
         for owner, fd in dead.items():
-            with contextlib.suppress(OSError):
-                os.unlink(self.dir / f"{owner}.lock")
+            for f in self.dir.glob(f"{owner}.*.intents"):
+                f.unlink(missing_ok=True)
+            (self.dir / f"{owner}.lock").unlink(missing_ok=True)
             os.close(fd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.dir / f"{self.id}.lock")
-            os.close(self._fd)
-            self._fd = None
+        """Stop. Intents still open (calls cut short by the shutdown) stay for the next opener."""
+        if self._lock_fd < 0:
+            return
+        os.close(self._fd)
+        if not self._open_ids:
+            for f in self.dir.glob(f"{self.id}.*.intents"):
+                f.unlink(missing_ok=True)
+            (self.dir / f"{self.id}.lock").unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+
+    def _open(self, gen: int) -> int:
+        return os.open(self.dir / f"{self.id}.{gen}.intents", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _drop_if_done(self, gen: int) -> None:
+        if gen != self._gen and self._counts[gen] == 0:
+            del self._counts[gen]
+            (self.dir / f"{self.id}.{gen}.intents").unlink(missing_ok=True)
 
 
 def _lock(path: Path, *, wait: bool) -> int | None:
@@ -117,4 +162,4 @@ def _lock(path: Path, *, wait: bool) -> int | None:
     return fd
 
 
-__all__ = ["DURABILITY", "INTENTS_SCHEMA", "Durability", "Owner", "connect", "intent_rows"]
+__all__ = ["DURABILITY", "Durability", "IntentLog", "connect"]

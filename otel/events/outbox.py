@@ -22,8 +22,9 @@ Invariants:
 - An event the database refuses (EventRejected: e.g. a caller_id not in auth.users) is moved to
   the journal's `rejected` table, kept, counted in health and logged; it is never dropped and
   never blocks the events behind it.
-- Intents (`begin`) are journaled too and become `interrupted` rows, shipped like any other,
-  when a store next opens the journal after their process died (otel/events/journal.py).
+- Intents (`begin`) go to an intent log beside the journal and become `interrupted` rows,
+  shipped like any other, when a store next opens the journal after their process died
+  (otel/events/journal.py).
 - Queries go to the remote store: events still in the journal are not visible there yet.
 """
 
@@ -41,7 +42,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
-from otel.events.journal import INTENTS_SCHEMA, Durability, Owner, connect, intent_rows
+from otel.events.journal import Durability, IntentLog, connect
 from otel.events.model import RunEvent
 
 log = logging.getLogger("opsgate.events.outbox")
@@ -84,9 +85,8 @@ class OutboxEventStore(EventStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = connect(self.path, durability)
-            self._sync = "full" if durability == "disk" else "normal"
-            self._conn.executescript(SCHEMA + INTENTS_SCHEMA)
-            self._owner = Owner(self.path)
+            self._conn.executescript(SCHEMA)
+            self._intents = IntentLog(self.path)
             self.recovered = self._recover()
             self._backlog = self._conn.execute("select count(*) from outbox").fetchone()[0]
             self._rejected = self._conn.execute("select count(*) from rejected").fetchone()[0]
@@ -160,43 +160,36 @@ class OutboxEventStore(EventStore):
     # -- backend ------------------------------------------------------------------------------
 
     def _recover(self) -> int:
-        conn = self._conn
-        conn.execute("begin immediate")  # also proves we can take the write lock now
-        try:
-            dead = self._owner.dead_owners(conn)
-            events = [e for owner in dead for e in self._owner.take_intents(conn, owner)]
-            conn.executemany("insert into outbox (id, event) values (?, ?)",
-                             [(e.id, _encode(e).decode()) for e in sorted(events, key=lambda e: e.created_at)])
-            conn.execute("commit")
-        except BaseException:
-            conn.execute("rollback")
-            raise
-        self._owner.release_dead(dead)
+        """Journal the intents of dead processes (shipped like any event: where the call's
+        outcome got there first, the database keeps the outcome); returns how many."""
+        dead = self._intents.dead_owners()
+        events = sorted((e for owner in dead for e in self._intents.read(owner)), key=lambda e: e.created_at)
+        self._write_sync([(e.id, _encode(e).decode()) for e in events])  # also proves we can write now
+        self._intents.release(dead)
         return len(events)
 
-    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
+    def _begin(self, event: RunEvent) -> None:
+        try:
+            self._intents.write(event)
+        except OSError as exc:
+            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        self._intents.done([e.id for e in events])
+
+    async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [(e.id, _encode(e).decode()) for e in events]
-        marks = intent_rows(intents, self._owner.id)
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, rows, marks)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, rows)
         self._backlog += len(rows)
-        if rows and self._ship_wakeup is not None:
+        if self._ship_wakeup is not None:
             self._ship_wakeup.set()
 
-    def _write_sync(self, rows: list[tuple[str, str]], intents: list[tuple[str, str, str]]) -> None:
+    def _write_sync(self, rows: list[tuple[str, str]]) -> None:
         conn = self._conn
-        if self.durability == "disk":  # outcomes are fsync'd, intents only reach the OS (see SqliteEventStore)
-            sync = "full" if rows else "normal"
-            if sync != self._sync:
-                conn.execute(f"pragma synchronous={sync}")
-                self._sync = sync
         try:
             conn.execute("begin immediate")
             try:
-                if intents:
-                    conn.executemany("insert or ignore into run_intents (id, owner, event) values (?, ?, ?)", intents)
-                if rows:
-                    conn.executemany("insert into outbox (id, event) values (?, ?)", rows)
-                    conn.executemany("delete from run_intents where id = ?", [(r[0],) for r in rows])
+                conn.executemany("insert into outbox (id, event) values (?, ?)", rows)
                 conn.execute("commit")
             except BaseException:
                 conn.execute("rollback")
@@ -220,7 +213,7 @@ class OutboxEventStore(EventStore):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._conn.close)
         await loop.run_in_executor(self._spool, self._sconn.close)
-        self._owner.close()
+        self._intents.close()
         self._pool.shutdown()
         self._spool.shutdown()
         await self.remote.close()

@@ -94,9 +94,7 @@ class PostgresEventStore(EventStore):
                     )
         return self._pool
 
-    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
-        if not events:
-            return
+    async def _write_batch(self, events: list[RunEvent]) -> None:
         columns = [list(c) for c in zip(*map(to_row, events), strict=True)]
         try:
             async with asyncio.timeout(self._timeout):

@@ -3,8 +3,9 @@
 Durability: WAL with `synchronous=FULL` by default (`durability="disk"`), so a returned `append`
 survives power loss, not just a process crash; `durability="process"` (synchronous=NORMAL)
 survives any death of the gateway process but not a power loss, and puts no fsync on the
-call's path (see otel/events/journal.py). Intents (`begin`) live in `run_intents` in the same
-database and become `interrupted` rows when a store next opens it after their process died.
+call's path (see otel/events/journal.py). Intents (`begin`) go to a per-process intent log
+beside the database and become `interrupted` rows when a store next opens it after their
+process died.
 One writer connection on one dedicated thread (SQLite allows one writer; the
 event loop never blocks on fsync), fed by the shared group-commit queue: one transaction and
 one fsync per batch. Reads use a second connection on another thread (WAL readers do not
@@ -24,7 +25,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
-from otel.events.journal import INTENTS_SCHEMA, Durability, Owner, connect, intent_rows
+from otel.events.journal import Durability, IntentLog, connect
 from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
@@ -60,8 +61,6 @@ create trigger if not exists run_events_no_delete before delete on run_events
 begin select raise(abort, 'run_events is append-only: DELETE is not allowed'); end;
 """
 
-_INTENT = "insert or ignore into run_intents (id, owner, event) values (?, ?, ?)"
-_DONE = "delete from run_intents where id = ?"
 _INSERT = f"insert or ignore into run_events ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _encode = msgspec.json.Encoder().encode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
@@ -82,9 +81,8 @@ class SqliteEventStore(EventStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
-            self._sync = "full" if durability == "disk" else "normal"
-            self._wconn.executescript(SCHEMA + INTENTS_SCHEMA)
-            self._owner = Owner(self.path)
+            self._wconn.executescript(SCHEMA)
+            self._intents = IntentLog(self.path)
             self.recovered = self._recover()  # also proves we can take the write lock now
             self._unchecked = 0
             self._ckpt: asyncio.Future[None] | None = None
@@ -105,53 +103,42 @@ class SqliteEventStore(EventStore):
         return conn
 
     def _recover(self) -> int:
-        """Turn the intents of dead processes into their `interrupted` rows; returns how many."""
-        conn = self._wconn
-        conn.execute("begin immediate")
-        try:
-            dead = self._owner.dead_owners(conn)
-            events = [e for owner in dead for e in self._owner.take_intents(conn, owner)]
-            conn.executemany(_INSERT, [to_row(e) for e in events])
-            conn.execute("commit")
-        except BaseException:
-            conn.execute("rollback")
-            raise
-        self._owner.release_dead(dead)
+        """Insert the intents of dead processes as their `interrupted` rows, unless the call's
+        outcome is already stored (same id); returns how many intents were read."""
+        dead = self._intents.dead_owners()
+        events = [e for owner in dead for e in self._intents.read(owner)]
+        self._write_sync([to_row(e) for e in events])  # also proves we can take the write lock now
+        self._intents.release(dead)
         return len(events)
 
-    async def _write_batch(self, events: list[RunEvent], intents: list[RunEvent]) -> None:
+    def _begin(self, event: RunEvent) -> None:
+        try:
+            self._intents.write(event)
+        except OSError as exc:
+            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        self._intents.done([e.id for e in events])
+
+    async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [to_row(e) for e in events]
-        marks = intent_rows(intents, self._owner.id)
-        if self.durability == "process" or not rows:
-            # No fsync in this commit (intents are durable against the process dying, not power
-            # loss; checkpoints run on the reader's thread), so it is tens of microseconds of CPU:
-            # cheaper on the loop than a hop to the writer thread and back.
-            self._write_sync(rows, marks)
+        if self.durability == "process":
+            # No fsync in this commit (checkpoints run on the reader's thread), so it is tens of
+            # microseconds of CPU: cheaper on the loop than a hop to the writer thread and back.
+            self._write_sync(rows)
         else:
-            await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows, marks)
-        self._unchecked += len(rows) + len(marks)
+            await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
+        self._unchecked += len(rows)
         if self._unchecked >= self.CHECKPOINT_EVERY and (self._ckpt is None or self._ckpt.done()):
             self._unchecked = 0
             self._ckpt = asyncio.get_running_loop().run_in_executor(self._rpool, self._checkpoint)
 
-    def _write_sync(self, rows: list[tuple[Any, ...]], intents: list[tuple[str, str, str]]) -> None:
+    def _write_sync(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._wconn
-        if self.durability == "disk":
-            # Only outcomes need the fsync: a released answer survives power loss. An intent is
-            # durable against the process dying (what `interrupted` rows are for: kill -9), and
-            # the next fsync'd commit makes it durable against power loss too.
-            sync = "full" if rows else "normal"
-            if sync != self._sync:
-                conn.execute(f"pragma synchronous={sync}")
-                self._sync = sync
         try:
             conn.execute("begin immediate")
             try:
-                if intents:
-                    conn.executemany(_INTENT, intents)
-                if rows:
-                    conn.executemany(_INSERT, rows)
-                    conn.executemany(_DONE, [(r[0],) for r in rows])
+                conn.executemany(_INSERT, rows)
                 conn.execute("commit")
             except BaseException:
                 conn.execute("rollback")
@@ -221,7 +208,7 @@ class SqliteEventStore(EventStore):
             await self._ckpt
         await loop.run_in_executor(self._rpool, self._rconn.close)
         await loop.run_in_executor(self._rpool, self._cconn.close)
-        self._owner.close()
+        self._intents.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
 
