@@ -323,12 +323,11 @@ def report(rates: dict[str, list[float]], lat: dict[str, dict[int, list[float]]]
             out["per_call"].append(row)
     outbox = next(r for r in out["throughput"] if r["store"] == "outbox/disk")
     c1 = {r["store"]: r for r in out["per_call"] if r["concurrency"] == 1}
-    out["targets"] = {
-        "postgres (via the outbox, durable) >= 5000 events/s": outbox["events_s"] >= 5000,
-        "embedded store, durability disk (default): added p50 <= 0.3 ms at c=1":
-            c1["disk"]["paired_added_p50_ms"] <= 0.3,
-        "embedded store, durability process: added p50 <= 0.3 ms at c=1": c1["process"]["paired_added_p50_ms"] <= 0.3,
-    }
+    out["targets"] = {"postgres (via the outbox, durable) >= 5000 events/s": outbox["events_s"] >= 5000}
+    for mode in ("disk", "process"):  # the measure (p50 on - p50 off), and the paired median
+        label = f"embedded store, durability {mode}{' (default)' if mode == 'disk' else ''}, c=1"
+        out["targets"][f"{label}: p50 on - p50 off <= 0.3 ms"] = c1[mode]["added_p50_ms"] <= 0.3
+        out["targets"][f"{label}: paired median added <= 0.3 ms"] = c1[mode]["paired_added_p50_ms"] <= 0.3
     return out
 
 
