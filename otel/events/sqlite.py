@@ -125,6 +125,8 @@ class SqliteEventStore(EventStore):
         if self.durability == "process":
             # No fsync in this commit (checkpoints run on the reader's thread), so it is tens of
             # microseconds of CPU: cheaper on the loop than a hop to the writer thread and back.
+            # (Gateways sharing one database would make the loop wait on each other's write
+            # lock here; give each its own state dir, or use durability "disk".)
             self._write_sync(rows)
         else:
             await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
