@@ -26,6 +26,8 @@ Invariants:
   shipped like any other, when a store next opens the journal after their process died
   (otel/events/journal.py).
 - Queries go to the remote store: events still in the journal are not visible there yet.
+- The shipper starts with the first call of any method on the event loop (a store is built
+  before the loop runs); a gateway's readiness probes start it after a restart with a backlog.
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ class OutboxEventStore(EventStore):
             raise EventStoreUnavailable(f"event outbox at {self.path}: {exc}") from exc
 
     async def _query(self, q: Query) -> list[RunEvent]:
+        self._start_shipper()
         return await self.remote.query(**msgspec.structs.asdict(q))
 
     async def _probe(self) -> None:
