@@ -21,6 +21,7 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python -m bench.events
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,9 +1,13 @@
 """Constitution rule 3: every tool call leaves exactly one `ops.run_events` row, committed before
 the caller sees any answer: allowed, denied, rate-limited, invalid, failed upstream or crashed.
 
-When the row cannot be committed the caller gets EVENT_STORE_UNAVAILABLE instead of the answer,
-and while the store has failed recently no tool runs at all: an operation nobody can audit is
-an operation nobody may perform.
+Before a tool runs, `begin` journals the call's intent (durable, group-committed): if the process
+dies mid-call, the intent becomes the call's row with status `interrupted`. `record` then commits
+the outcome under the same id. When either cannot be committed the caller gets
+EVENT_STORE_UNAVAILABLE (a tool that could not begin does not run; an answer that could not be
+recorded is withheld), and while the store has failed recently no tool runs at all: an
+operation nobody can audit is an operation nobody may perform. With Postgres the store is a
+local outbox, so "committed" means journaled locally; a database outage is not a failure here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ log = logging.getLogger("opsgate.audit")
 
 Redact = Callable[[Any], Any]
 SpanIds = Callable[[], tuple[str | None, str | None]]
+
+
+# The row of a call whose process died between `begin` and `record` (constitution rule 3: even a
+# crashed call is not a dark operation).
+INTERRUPTED = {"status": "interrupted",
+               "message": "the gateway stopped while this call ran; its outcome was never recorded"}
 
 
 def _identity(value: Any) -> Any:
@@ -48,16 +58,49 @@ class Audit:
             raise GatewayError(Code.EVENT_STORE_UNAVAILABLE,
                                "the audit store is unavailable; no tool runs until it is back")
 
+    async def begin(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any) -> str:
+        """Journal that a call's tool is about to run, and wait until that is durable; returns the
+        id its outcome must carry (`record(event_id=...)`). If the gateway dies before the outcome
+        is recorded, this intent becomes the call's row, status `interrupted`. Raises
+        EVENT_STORE_UNAVAILABLE (and the tool must not run) when it cannot be journaled."""
+        self.ensure_available()
+        event = self._event(new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments, decision=decision,
+                            result=INTERRUPTED, duration_ms=0)
+        try:
+            await self.store.begin(event)
+        except (EventStoreError, ValueError) as e:
+            self._failed_at = self._clock()
+            log.error("audit store cannot journal the start of %s (%s): %s: %s", tool, event.id, type(e).__name__, e)
+            raise GatewayError(Code.EVENT_STORE_UNAVAILABLE, "the audit store cannot record this call, so it was "
+                               "not run") from None
+        return event.id
+
     async def record(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
-                     result: dict[str, Any], duration_ms: int) -> str:
-        """Append one event and wait for its commit; returns its id. Raises EVENT_STORE_UNAVAILABLE."""
+                     result: dict[str, Any], duration_ms: int, event_id: str | None = None) -> str:
+        """Append one event and wait for its commit; returns its id. Raises EVENT_STORE_UNAVAILABLE.
+        `event_id` is the id `begin` returned, if the call began."""
+        event = self._event(event_id or new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments,
+                            decision=decision, result=result, duration_ms=duration_ms)
+        try:
+            await self.store.append(event)
+        except (EventStoreError, ValueError) as e:
+            self._failed_at = self._clock()
+            why = "rejected the event" if isinstance(e, EventRejected | ValueError) else "is unreachable"
+            log.error("audit store %s for %s (%s): %s: %s", why, tool, event.id, type(e).__name__, e)
+            raise GatewayError(Code.EVENT_STORE_UNAVAILABLE, f"the audit store {why}; the call's answer is "
+                               "withheld because it could not be recorded") from None
+        self._failed_at = None
+        return event.id
+
+    def _event(self, event_id: str, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
+               result: dict[str, Any], duration_ms: int) -> RunEvent:
         provider, _, local = tool.partition(".")
         trace_id, span_id = self._span_ids()
         if decision is not None and decision.mode == "dryrun" and decision.shadow is not None:
             result = {**result, "dryrun": {"allowed": decision.shadow.allowed,
                                            "policy_ids": list(decision.shadow.reasons)}}
-        event = RunEvent(
-            id=new_event_id(), provider=provider or "unknown", tool=local or tool, caller_id=caller_id,
+        return RunEvent(
+            id=event_id, provider=provider or "unknown", tool=local or tool, caller_id=caller_id,
             payload=self._redact({"args": arguments}), result=self._redact(result), duration_ms=duration_ms,
             created_at=utc_timestamp(),
             decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
@@ -65,16 +108,6 @@ class Audit:
             bundle_revision=decision.bundle_revision if decision is not None else None,
             exception_ids=list(decision.exceptions_applied) if decision is not None else [],
             trace_id=trace_id, span_id=span_id)
-        try:
-            await self.store.append(event)
-        except (EventStoreError, ValueError) as e:
-            self._failed_at = self._clock()
-            why = "rejected the event" if isinstance(e, EventRejected | ValueError) else "is unreachable"
-            log.error("audit store %s for %s (%s): %s", why, tool, event.id, type(e).__name__)
-            raise GatewayError(Code.EVENT_STORE_UNAVAILABLE, f"the audit store {why}; the call's answer is "
-                               "withheld because it could not be recorded") from None
-        self._failed_at = None
-        return event.id
 
 
-__all__ = ["Audit"]
+__all__ = ["INTERRUPTED", "Audit"]

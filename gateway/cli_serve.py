@@ -28,6 +28,12 @@ def register(sub: Any) -> None:
     serve.add_argument("--state-dir", default=None, help="embedded vault and stores (default: .opsgate)")
     serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
     serve.add_argument("--redis-url", default=None)
+    serve.add_argument("--events", choices=("sqlite", "postgres"), default=None,
+                       help="audit store: embedded SQLite (default) or Postgres at --database-url via a local outbox")
+    serve.add_argument("--events-durability", choices=("disk", "process"), default=None,
+                       help="disk: answers wait for fsync (default); process: survives kill -9, not power loss")
+    serve.add_argument("--events-outbox-max", type=int, default=None,
+                       help="unshipped events the Postgres outbox may hold before new calls are refused")
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
     serve.add_argument("--omega-backend", choices=("sqlite", "postgres"), default=None,
                        help="Pulse Omega database (default: embedded sqlite with demo data)")
@@ -53,7 +59,9 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
         "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
         "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
-        "database_url": getattr(args, "database_url", None)}.items() if v is not None}
+        "events": getattr(args, "events", None), "database_url": getattr(args, "database_url", None),
+        "events_durability": getattr(args, "events_durability", None),
+        "events_outbox_max": getattr(args, "events_outbox_max", None)}.items() if v is not None}
     omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
                                "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
     if omega:

@@ -36,8 +36,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Provider name -> upstream base URL, replacing the vendor's (a self-hosted or regional
     # endpoint, or a test's loopback imitation). Egress policy still decides whether it is reachable.
     upstreams: dict[str, str] = {}
-    # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url.
+    # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url,
+    # through a local durable outbox at <state_dir>/events-outbox.db (answers wait for it, not for Postgres).
     events: Literal["sqlite", "postgres"] = "sqlite"
+    # What a released answer's row survives: "disk" (fsync'd: power loss) or "process" (the gateway
+    # dying in any way, kill -9 included; not a power loss). See otel/events/journal.py.
+    events_durability: Literal["disk", "process"] = "disk"
+    # Unshipped events the outbox may hold while Postgres is unreachable; past it, new calls are refused.
+    events_outbox_max: int = 100_000
     # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.
     tracing: TracingConfig = TracingConfig()
     # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".

@@ -48,6 +48,7 @@ class CallResult(msgspec.Struct):
 
     decision: Decision | None = None
     limits: list[Any] = []
+    event_id: str | None = None  # set once the audit trail has journaled the call's start
 
 
 def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
@@ -130,7 +131,8 @@ class Pipeline:
         _annotate_span(caller, name, out, result.get("code"))
         if self.audit is not None:
             await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
-                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000))
+                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000),
+                                    event_id=out.event_id)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -143,7 +145,7 @@ class Pipeline:
             raise GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {e}") from None
 
         provider = registered.provider.name
-        decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out)
+        decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out, arguments)
         ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
         token = current_call.set(ctx)
         try:
@@ -186,7 +188,7 @@ class Pipeline:
         try:
             if registered is None:
                 raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
-            decision = await self._govern(caller, name, registered.provider.name, {"args": {}}, out)
+            decision = await self._govern(caller, name, registered.provider.name, {"args": {}}, out, {"uri": uri})
             ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
             token = current_call.set(ctx)
             try:
@@ -212,7 +214,7 @@ class Pipeline:
             types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
 
     async def _govern(self, caller: Caller, name: str, provider: str, context: dict[str, Any],
-                      out: CallResult) -> Decision:
+                      out: CallResult, arguments: Any) -> Decision:
         """Decide `name` for the caller, apply its rate tiers, check the audit store; raise
         GatewayError on any refusal. Tools and resources alike."""
         uid, entities = principal_of(caller)
@@ -241,8 +243,9 @@ class Pipeline:
                                    retry_after_s=worst.retry_after_s, bucket=worst.bucket,
                                    limiter_error=worst.error)
 
-        if self.audit is not None:
-            self.audit.ensure_available()  # no unauditable operations
+        if self.audit is not None:  # no unauditable operations: a crash from here on leaves an `interrupted` row
+            out.event_id = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
+                                                  decision=decision)
         return decision
 
 

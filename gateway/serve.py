@@ -30,7 +30,7 @@ from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
 from gateway.runtime import GatewayRuntime
 from gateway.services import Services
-from otel.events import EventStore, PostgresEventStore, SqliteEventStore
+from otel.events import EventStore, OutboxEventStore, PostgresEventStore, SqliteEventStore
 from otel.redact import Redactor
 from otel.tracing import current_span_ids, setup_tracing
 from providers.echo import EchoProvider
@@ -116,8 +116,12 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     else:
         limiter = MemoryLimiter()
     engine = Engine.from_dir(config.policies)
-    store: EventStore = (PostgresEventStore(config.database_url) if config.events == "postgres"
-                         else SqliteEventStore(Path(config.state_dir) / "events.db"))
+    store: EventStore
+    if config.events == "postgres":
+        store = OutboxEventStore(Path(config.state_dir) / "events-outbox.db", PostgresEventStore(config.database_url),
+                                 durability=config.events_durability, max_pending=config.events_outbox_max)
+    else:
+        store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability)
     runtime = GatewayRuntime(engine, vault=vault)
     # Secret values the redactor removes wherever they appear: the signing key and every value
     # the vault has handed a provider.

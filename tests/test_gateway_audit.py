@@ -1,5 +1,7 @@
 """Constitution rule 3 end to end: every tool call leaves exactly one ops.run_events row, committed
-before the answer; when it cannot be committed the answer is withheld (EVENT_STORE_UNAVAILABLE)."""
+before the answer; when it cannot be committed the answer is withheld (EVENT_STORE_UNAVAILABLE).
+With Postgres, "committed" means journaled in the local outbox: an outage does not stop calls,
+a full or unwritable journal does."""
 
 from __future__ import annotations
 
@@ -97,22 +99,40 @@ async def test_a_rate_limited_call_is_a_row_with_its_bucket(tmp_path: Path) -> N
         assert rows[2].result["bucket"] == "reads" and rows[2].result["retry_after_s"] > 0
 
 
-async def test_an_unreachable_store_withholds_answers_and_stops_tools(tmp_path: Path) -> None:
+async def test_postgres_down_calls_flow_through_the_outbox_until_it_is_full(tmp_path: Path) -> None:
     echo = CountingEcho()
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path), events="postgres",
-                           database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+                           database_url="postgresql://postgres@127.0.0.1:1/nowhere", events_outbox_max=2)
     with running_gateway(config, providers=[echo]) as gw:
         token = gw.token("ops_viewer")
-        # The first call runs, but its answer cannot be recorded: it is withheld.
-        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
-        assert echo.ran == 1
-        # While the store is known to be down, nothing runs at all.
-        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
-        assert echo.ran == 1
+        # The database is unreachable, but each call is journaled locally first: answers flow.
+        assert await attempt(gw, token, "echo.ping") == "ok"
+        assert await attempt(gw, token, "echo.ping") == "ok"
+        assert echo.ran == 2
         async with httpx.AsyncClient(base_url=gw.url) as http:
-            assert (await http.get("/health/ready")).status_code == 503
-            health = (await http.get("/health")).json()
-            assert health["events"]["status"] != "ok" and health["status"] != "ok"
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 200  # still serving: the outbox holds the events
+            outbox = ready.json()["events"]["outbox"]
+            assert ready.json()["events"]["status"] == "degraded" and outbox["backlog"] == 2
+            assert outbox["shipping"] == "failing" and "127.0.0.1" in outbox["last_error"]
+        # The outbox is full: a new call is refused before its tool runs, and for a moment nothing runs.
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == 2
+
+
+async def test_an_unwritable_journal_withholds_answers_and_stops_tools(tmp_path: Path) -> None:
+    echo = CountingEcho()
+    with running_gateway(GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path)), providers=[echo]) as gw:
+        token = gw.token("ops_viewer")
+        assert await attempt(gw, token, "echo.ping") == "ok"
+        store = gw.services.audit.store  # type: ignore[union-attr]
+        # The database stops taking writes under the gateway, as on EIO or ENOSPC.
+        store._wconn.execute("pragma query_only=1")  # type: ignore[attr-defined]
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == 2  # it ran (its start was recorded), but its answer could not be: withheld
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == 2  # while the store is failing, no tool runs at all
 
 
 async def test_rows_carry_the_trace_and_never_a_secret(gw: RunningGateway) -> None:

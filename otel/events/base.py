@@ -10,6 +10,11 @@ Invariants:
 - If the database refuses the batch's *data* (a constraint, e.g. a caller_id not in
   auth.users), the batch is retried one event per transaction, so only the offending caller
   gets `EventRejected` and nobody else's audit row is lost.
+- `begin(event)` records an *intent* before a tool runs: the row the call gets if the process
+  dies before `append` of the same id. Stores with a local journal (`journals_intents`) write it
+  to a per-process intent log (otel/events/journal.py) and, when they next open after that
+  process died, insert its intents with insert-if-absent, so an outcome already stored wins.
+  Other stores accept `begin` as a no-op.
 - A store belongs to the event loop that first uses it.
 
 Errors:
@@ -75,6 +80,8 @@ class EventStore(ABC):
     name = "events"
     #: How many batches may be in flight at once. SQLite has one writer; Postgres may pipeline.
     writers = 1
+    #: Whether `begin` records intents that become `interrupted` rows after a crash.
+    journals_intents = False
 
     def __init__(self, *, max_batch: int = 1000) -> None:
         self._max_batch = max_batch
@@ -96,6 +103,22 @@ class EventStore(ABC):
         self._pending.append((event, future))
         self._start_writers().set()
         await future
+
+    async def begin(self, event: RunEvent) -> None:
+        """Record the intent `event` (the call's row should the process die before `append` of
+        the same id) durably against the process dying. A no-op without a local journal."""
+        if self._closed:
+            raise EventStoreUnavailable(f"{self.name} store is closed")
+        if not isinstance(event, RunEvent):
+            raise TypeError(f"begin() takes a RunEvent, got {type(event).__name__}")
+        self._begin(event)
+
+    async def write_batch(self, events: list[RunEvent]) -> None:
+        """Write `events` now in ONE transaction, bypassing the queue (an outbox's shipper uses
+        this to keep its journal's order). Raises like `_write_batch`."""
+        if self._closed:
+            raise EventStoreUnavailable(f"{self.name} store is closed")
+        await self._write_batch(events)
 
     async def query(
         self,
@@ -181,6 +204,14 @@ class EventStore(ABC):
 
     # -- what a backend provides ------------------------------------------------------------
 
+    def _begin(self, event: RunEvent) -> None:
+        """Record an intent (stores with `journals_intents`); raise EventStoreUnavailable if it cannot be."""
+        return None  # no local journal: nothing outlives this process anyway
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        """Called after `events` are durably committed (a journal forgets their intents)."""
+        return None
+
     @abstractmethod
     async def _write_batch(self, events: list[RunEvent]) -> None:
         """Insert all `events` in ONE transaction, ignoring ids already stored.
@@ -247,6 +278,7 @@ class EventStore(ABC):
             unavailable.__cause__ = exc
             _settle(batch, unavailable)
             return
+        self._committed(unique)
         self._batches += 1
         self._events += len(batch)
         self._largest = max(self._largest, len(batch))

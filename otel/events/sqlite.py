@@ -1,7 +1,12 @@
 """SQLite event store: the embedded default (`make run`, single hosts).
 
-Durability: WAL with `synchronous=FULL`, so a returned `append` survives power loss, not just
-a process crash. One writer connection on one dedicated thread (SQLite allows one writer; the
+Durability: WAL with `synchronous=FULL` by default (`durability="disk"`), so a returned `append`
+survives power loss, not just a process crash; `durability="process"` (synchronous=NORMAL)
+survives any death of the gateway process but not a power loss, and puts no fsync on the
+call's path (see otel/events/journal.py). Intents (`begin`) go to a per-process intent log
+beside the database and become `interrupted` rows when a store next opens it after their
+process died.
+One writer connection on one dedicated thread (SQLite allows one writer; the
 event loop never blocks on fsync), fed by the shared group-commit queue: one transaction and
 one fsync per batch. Reads use a second connection on another thread (WAL readers do not
 block the writer). Same logical columns as `ops.run_events`; JSON and lists are JSON text;
@@ -11,6 +16,7 @@ block the writer). Same logical columns as `ops.run_events`; JSON and lists are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +25,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
+from otel.events.journal import Durability, IntentLog, connect
 from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
@@ -63,20 +70,25 @@ class SqliteEventStore(EventStore):
     """`SqliteEventStore(path)`; fails at construction, with the path named, if it cannot write."""
 
     name = "sqlite"
+    journals_intents = True
+    CHECKPOINT_EVERY = 2000  # rows written between WAL checkpoints
 
-    def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
+                 durability: Durability = "disk") -> None:
         super().__init__(max_batch=max_batch)
         self.path = Path(path)
+        self.durability = durability
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._wconn = self._connect(busy_timeout_ms)
-            mode = self._wconn.execute("pragma journal_mode=wal").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
-            self._wconn.execute("pragma synchronous=full")
+            self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
             self._wconn.executescript(SCHEMA)
-            self._wconn.execute("begin immediate")  # prove we can take the write lock now, not on the first call
-            self._wconn.execute("commit")
+            self._intents = IntentLog(self.path)
+            self.recovered = self._recover()  # also proves we can take the write lock now
+            self._unchecked = 0
+            self._ckpt: asyncio.Future[None] | None = None
+            # Checkpoints fsync: keep them off the loop and out of callers' commits (see _write_batch).
+            self._wconn.execute("pragma wal_autocheckpoint=0")
+            self._cconn = self._connect(busy_timeout_ms)
             self._rconn = self._connect(busy_timeout_ms)
             self._rconn.execute("pragma query_only=1")
         except (sqlite3.Error, OSError) as exc:
@@ -90,9 +102,38 @@ class SqliteEventStore(EventStore):
         conn.execute(f"pragma busy_timeout={int(busy_timeout_ms)}")
         return conn
 
+    def _recover(self) -> int:
+        """Insert the intents of dead processes as their `interrupted` rows, unless the call's
+        outcome is already stored (same id); returns how many intents were read."""
+        dead = self._intents.dead_owners()
+        events = [e for owner in dead for e in self._intents.read(owner)]
+        self._write_sync([to_row(e) for e in events])  # also proves we can take the write lock now
+        self._intents.release(dead)
+        return len(events)
+
+    def _begin(self, event: RunEvent) -> None:
+        try:
+            self._intents.write(event)
+        except OSError as exc:
+            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        self._intents.done([e.id for e in events])
+
     async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [to_row(e) for e in events]
-        await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
+        if self.durability == "process":
+            # No fsync in this commit (checkpoints run on the reader's thread), so it is tens of
+            # microseconds of CPU: cheaper on the loop than a hop to the writer thread and back.
+            # (Gateways sharing one database would make the loop wait on each other's write
+            # lock here; give each its own state dir, or use durability "disk".)
+            self._write_sync(rows)
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
+        self._unchecked += len(rows)
+        if self._unchecked >= self.CHECKPOINT_EVERY and (self._ckpt is None or self._ckpt.done()):
+            self._unchecked = 0
+            self._ckpt = asyncio.get_running_loop().run_in_executor(self._rpool, self._checkpoint)
 
     def _write_sync(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._wconn
@@ -108,6 +149,10 @@ class SqliteEventStore(EventStore):
             raise EventRejected(f"SQLite refused the event: {exc}") from exc
         except sqlite3.Error as exc:
             raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
+
+    def _checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # busy or failing: the WAL grows until the next attempt
+            self._cconn.execute("pragma wal_checkpoint(passive)").fetchall()
 
     async def _query(self, q: Query) -> list[RunEvent]:
         return await asyncio.get_running_loop().run_in_executor(self._rpool, self._query_sync, q)
@@ -161,7 +206,11 @@ class SqliteEventStore(EventStore):
     async def _close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._wpool, self._wconn.close)
+        if self._ckpt is not None:
+            await self._ckpt
         await loop.run_in_executor(self._rpool, self._rconn.close)
+        await loop.run_in_executor(self._rpool, self._cconn.close)
+        self._intents.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
 
