@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--policies", default=None, help="policy bundle directory (default: policies)")
     serve.add_argument("--state-dir", default=None, help="embedded vault and stores (default: .opsgate)")
+    serve.add_argument("--exceptions", default=None, help="deviation exceptions directory (default: exceptions)")
     serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
     serve.add_argument("--redis-url", default=None)
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
@@ -38,7 +39,8 @@ def register(sub: Any) -> None:
 def config_from(args: argparse.Namespace) -> GatewayConfig:
     overrides = {k: v for k, v in {
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
-        "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
+        "state_dir": args.state_dir, "exceptions": getattr(args, "exceptions", None),
+        "limiter": getattr(args, "limiter", None),
         "redis_url": getattr(args, "redis_url", None)}.items() if v is not None}
     return GatewayConfig(**overrides)
 

@@ -168,6 +168,10 @@ def approve(root: str | Path, exception_id: str, approver: Actor, key: str, now:
     return approval
 
 
+def key_known(root: str | Path, key: str) -> bool:
+    return public_key_line(key).split()[0] in read_public_keys(Path(root) / PUBLIC_KEYS)
+
+
 def ensure_public_key(root: str | Path, key: str) -> bool:
     """Add the vault key's public half to exceptions/approvers.pub if it is not there (True when
     added: commit that file, it is how everyone else verifies the approvals)."""
@@ -303,5 +307,5 @@ class LifecycleEvents:
 
 
 __all__ = ["REVIEWS", "SIGNING_KEY", "STEPS", "Actor", "LifecycleEvents", "Refused", "approve", "default_readme",
-           "ensure_public_key", "file_exception", "folder_name", "last_review", "remember_review", "review_markdown",
-           "review_report", "revoke", "signing_key", "summary", "withdraw_approval"]
+           "ensure_public_key", "file_exception", "folder_name", "key_known", "last_review", "remember_review",
+           "review_markdown", "review_report", "revoke", "signing_key", "summary", "withdraw_approval"]

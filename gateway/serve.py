@@ -55,12 +55,18 @@ def default_providers() -> list[Any]:
     return [EchoProvider()]
 
 
-def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
-    vault = EmbeddedVault(Path(config.state_dir) / "vault")
+def make_authenticator(config: GatewayConfig, vault: EmbeddedVault) -> tuple[Authenticator, bytes]:
+    """The gateway's token verifier (and the HS256 key it uses), for the gateway and for CLI
+    commands that must verify a token exactly as the gateway does (`opsgate exception approve`)."""
     secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
     users = LazyPostgresUserDirectory(config.database_url) if config.auth_freshness else None
-    authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
-                                             freshness=config.auth_freshness), users=users)
+    return Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
+                                    freshness=config.auth_freshness), users=users), secret
+
+
+def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
+    vault = EmbeddedVault(Path(config.state_dir) / "vault")
+    authenticator, secret = make_authenticator(config, vault)
 
     async def authenticate(header: str | None) -> Caller:
         try:
@@ -73,7 +79,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
         limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
     else:
         limiter = MemoryLimiter()
-    engine = Engine.from_dir(config.policies)
+    engine = Engine.from_dir(config.policies, exceptions=config.exceptions)
     store: EventStore = (PostgresEventStore(config.database_url) if config.events == "postgres"
                          else SqliteEventStore(Path(config.state_dir) / "events.db"))
     runtime = GatewayRuntime(engine, vault=vault)
@@ -83,7 +89,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(), runtime=runtime)
-    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
@@ -96,4 +102,4 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "demo_user_id", "mint_token"]
+__all__ = ["build_app", "build_services", "demo_user_id", "make_authenticator", "mint_token"]
