@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("engine.cli", "gateway.cli_serve", "gateway.cli_events")
+COMMANDS = ("engine.cli", "gateway.cli_serve", "gateway.cli_events", "gateway.cli_exceptions")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -282,13 +282,13 @@ class LifecycleEvents:
         self.store = store
 
     async def record(self, step: str, exception_id: str, *, actor: str | None, detail: dict[str, Any] | None = None,
-                     created_at: datetime | None = None) -> str:
+                     exception_ids: list[str] | None = None) -> str:
         assert step in STEPS, step
         decision = {"approved": "allow", "refused": "deny"}.get(step, "none")
         event = RunEvent(id=new_event_id(), provider="opsgate", tool=f"exception.{step}", caller_id=actor,
                          payload={"exception": exception_id, **(detail or {})}, result={"status": step},
-                         decision=decision, duration_ms=0, created_at=utc_timestamp(created_at),
-                         exception_ids=[exception_id])
+                         decision=decision, duration_ms=0, created_at=utc_timestamp(),
+                         exception_ids=[exception_id] if exception_ids is None else exception_ids)
         await self.store.append(event)
         return event.id
 
