@@ -180,7 +180,8 @@ def test_review_reports_every_state_and_records_itself(env: dict[str, Any],
     assert f"last review: {report['reviewed_at']}" in markdown
     for title, key in (("## Active (2)", "active"), ("## Expiring within 14 days (1)", "expiring"),
                        ("## Expired (auto-revoked) (1)", "expired"), ("## Revoked (1)", "revoked"),
-                       ("## Pending approval (1)", "pending"), ("## Invalid (refused: fix or withdraw) (1)", "invalid")):
+                       ("## Pending approval (1)", "pending"),
+                       ("## Invalid (refused: fix or withdraw) (1)", "invalid")):
         section = markdown.split(title, 1)[1].split("## ", 1)[0]
         assert ids[key] in section, (title, section)
     assert sorted(p.suffix for p in report_dir.iterdir()) == [".json", ".md"]
