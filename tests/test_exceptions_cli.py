@@ -243,3 +243,28 @@ def test_lifecycle_rows_go_to_postgres_with_database_url(env: dict[str, Any], pg
         ("exception.filed", REQUESTER, ["mcp-exception-netdata-5"]),
         ("exception.approved", ADMIN, ["mcp-exception-netdata-5"])]
     assert not (Path(env["state"]) / "events.db").exists()
+
+
+def test_new_asks_for_what_the_flags_leave_out_on_a_terminal(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    expires = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0).isoformat()
+    answers = iter(["netdata", "5", REQUESTER, expires, AGENT, "http://agent-8.lan:19999", "",
+                    "the agents are only reachable on the LAN", "read-only key", "alert on every call", ""])
+    prompts: list[str] = []
+
+    def fake_input(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("builtins.input", fake_input)
+    assert opsgate(env, "new") == 0, capsys.readouterr().err
+    (record,) = scan(env["dir"])
+    assert record.state(datetime.now(UTC)) == "pending" and record.spec is not None
+    assert record.spec.grant.hosts == [AGENT, "http://agent-8.lan:19999"]  # type: ignore[union-attr]
+    assert record.spec.compensating_controls == ["read-only key", "alert on every call"]
+    assert prompts[0] == "provider (e.g. netdata): "
