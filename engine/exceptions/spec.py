@@ -214,7 +214,8 @@ def _check_grant(spec: ExceptionSpec) -> list[str]:
         if parse_limit(g.limit) is None:
             problems.append(f"limit {g.limit!r} is not N/period (period s, m, h or d), e.g. 500/hour")
         problems += [f"user {u!r} is not a user id (lowercase UUID)" for u in g.users if not UUID.match(u)]
-        problems += [f"{t!r} is not a tool name (<provider>.<tool>)" for t in g.tools if not TOOL.match(t)]
+        problems += [f"{t!r} is not a tool of {spec.provider} (<provider>.<tool>)" for t in g.tools
+                     if not TOOL.match(t) or t.split(".", 1)[0] != spec.provider]
     return problems
 
 
