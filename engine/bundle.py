@@ -140,12 +140,12 @@ class Bundle:
         record = self.by_id.get(policy_id)
         return record.effect if record else None
 
-    def status(self) -> dict[str, Any]:
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
         return {"revision": self.revision, "root": str(self.root), "policies": len(self.policies),
                 "dryrun_policies": len(self.dryrun_ids), "tier_policies": len(self.tiers),
                 "tools": len(self.catalogue.tools),
-                "exceptions": {"active": list(self.exceptions.active), "refused": dict(self.exceptions.refused)}
-                if self.exceptions is not None else {"active": [], "refused": {}}}
+                "exceptions": self.exceptions.status(now) if self.exceptions is not None and now is not None
+                else {"active": [], "expired": [], "refused": {}}}
 
 
 def _uid_of_key(key: str) -> dict[str, str]:

@@ -216,7 +216,7 @@ class Engine:
             return True, ()
 
     def status(self) -> dict[str, Any]:
-        s = self._bundle.status()
+        s = self._bundle.status(self._clock())
         s["activated_at"] = self.activated_at.isoformat()
         s["last_reload_error"] = [str(i) for i in self.last_error.issues] if self.last_error else None
         return s

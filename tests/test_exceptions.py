@@ -72,7 +72,7 @@ def test_netdata_egress_waiver_denied_before_approval_allowed_after_denied_a_sec
     approve(root, exception_id, ADMIN_ACTOR, KEY, NOW)
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed  # not loaded until a reload
     assert engine.reload() == (True, ())
-    assert engine.status()["exceptions"] == {"active": [exception_id], "refused": {}}
+    assert engine.status()["exceptions"] == {"active": [exception_id], "expired": [], "refused": {}}
     d = engine.decide(egress("netdata", "agent-7.lan"))
     assert d.allowed and d.exceptions_applied == (exception_id,)
     assert d.reasons == (f"exception:{exception_id}:egress:{AGENT}",)
@@ -92,6 +92,7 @@ def test_netdata_egress_waiver_denied_before_approval_allowed_after_denied_a_sec
     d = engine.decide(egress("netdata", "agent-7.lan"))
     assert not d.allowed and d.exceptions_applied == ()
     assert engine.bundle.revision == revision  # no reload happened
+    assert engine.status()["exceptions"] == {"active": [], "expired": [exception_id], "refused": {}}
     clock.now = expires
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed  # it ends at that instant
 
@@ -270,7 +271,7 @@ def test_revoked_exceptions_stop_at_the_next_reload(root: Path, engine_at: Calla
     revoke(root, exception_id, ADMIN_ACTOR, "no longer needed", NOW)
     engine.reload()
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
-    assert engine.status()["exceptions"] == {"active": [], "refused": {}}
+    assert engine.status()["exceptions"] == {"active": [], "expired": [], "refused": {}}
     with pytest.raises(Refused) as e:
         approve(root, exception_id, ADMIN_ACTOR, KEY, NOW)
     assert e.value.status == 409

@@ -31,6 +31,12 @@ class Compiled(msgspec.Struct):
     carve_outs: dict[str, list[str]] = {}  # rule -> Cedar conditions its forbids must yield to
     active: list[str] = []  # ids in force (runtime and build-time)
     refused: dict[str, str] = {}  # approved but refused at load: id -> why
+    expires_at: dict[str, datetime] = {}  # id -> expiry, for every id in `active`
+
+    def status(self, now: datetime) -> dict[str, object]:
+        """In force now (expiry is enforced per decision, so this can change without a reload)."""
+        return {"active": [i for i in self.active if now < self.expires_at[i]],
+                "expired": [i for i in self.active if now >= self.expires_at[i]], "refused": dict(self.refused)}
 
 
 def cedar_time(dt: datetime) -> str:
@@ -111,7 +117,7 @@ def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime |
     """Compile every exception under `root` that is in force: approved with a verifying signature,
     not revoked, and (when `now` is given) not yet expired. An approved exception that fails any
     check, or whose policies do not validate against the schema, is refused: listed, never loaded."""
-    out = Compiled(policies=[], carve_outs={}, active=[], refused={})
+    out = Compiled(policies=[], carve_outs={}, active=[], refused={}, expires_at={})
     for r in scan(root):
         if r.approval is None or r.revocation is not None:
             continue  # pending or revoked: nothing to load, nothing wrong
@@ -143,6 +149,7 @@ def _add(out: Compiled, r: Record, schema: cedarpy.Schema) -> None:
     for c in cuts:
         out.carve_outs.setdefault(str(r.spec.rule), []).append(c)
     out.active.append(r.id)
+    out.expires_at[r.id] = r.spec.expires_at
 
 
 __all__ = ["Compiled", "apply_carve_outs", "carve_out", "cedar_time", "compile_exceptions", "grant_policies"]
