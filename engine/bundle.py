@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,9 @@ class Bundle:
     def __init__(self, *, root: Path, revision: str, schema_text: str, schema: cedarpy.Schema,
                  catalogue: catalogue.Catalogue, policies: list[PolicyRecord], tiers: list[PolicyRecord],
                  static_entities: list[dict[str, Any]], args_types: dict[str, Any],
-                 sets: PolicySets | None = None) -> None:
+                 sets: PolicySets | None = None, exceptions: Any = None) -> None:
         self.root = root
+        self.exceptions = exceptions  # engine.exceptions.Compiled, or None without an exceptions directory
         self.revision = revision
         self.schema_text = schema_text
         self.schema = schema
@@ -90,6 +92,8 @@ class Bundle:
         # satisfied one, while only enforced forbids can deny (engine.split).
         dryrun = [p for p in policies if p.mode == "dryrun"]
         self.tier_ids = frozenset(t.id for t in tiers)
+        # Rate-limit waivers (rule 8 exceptions): tiers that replace, never add (engine.waive_tiers).
+        self.waiver_tier_ids = frozenset(t.id for t in tiers if "exception" in t.annotations)
         self.tier_cache: dict[tuple[str, str], Any] = {}  # (policy id, action) -> engine Tier
         self.dryrun_ids = frozenset(p.id for p in dryrun)
         enforced = [p for p in policies if p.mode == "enforce"]
@@ -138,10 +142,12 @@ class Bundle:
         record = self.by_id.get(policy_id)
         return record.effect if record else None
 
-    def status(self) -> dict[str, Any]:
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
         return {"revision": self.revision, "root": str(self.root), "policies": len(self.policies),
                 "dryrun_policies": len(self.dryrun_ids), "tier_policies": len(self.tiers),
-                "tools": len(self.catalogue.tools)}
+                "tools": len(self.catalogue.tools),
+                "exceptions": self.exceptions.status(now) if self.exceptions is not None and now is not None
+                else {"active": [], "expired": [], "refused": {}}}
 
 
 def _uid_of_key(key: str) -> dict[str, str]:
@@ -225,12 +231,15 @@ def _validate(text: str, file: str, schema: cedarpy.Schema, positional: dict[str
 
 
 def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] = (),
-                sets: PolicySets | None = None) -> Bundle:
+                sets: PolicySets | None = None, exceptions: str | Path | None = None,
+                now: datetime | None = None) -> Bundle:
     """Load, validate and index the bundle at `root`. Raises BundleError listing every problem.
 
-    `extra_policies` are (file label, Cedar text) pairs compiled in alongside the files, e.g.
-    the grants of approved deviation exceptions. `sets` is the compiled-PolicySet cache to share
-    with the bundle this one replaces.
+    `extra_policies` are (file label, Cedar text) pairs compiled in alongside the files. `sets` is
+    the compiled-PolicySet cache to share with the bundle this one replaces. `exceptions` is the
+    deviation exceptions directory: the runtime grants of those approved, verified and (at `now`)
+    unexpired are compiled in (engine.exceptions); one that fails a check is refused on its own
+    and listed in the status, it never refuses the bundle.
     """
     root = Path(root)
     issues: list[Issue] = []
@@ -256,6 +265,7 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
     except ValueError as e:
         raise BundleError([*issues, Issue("schema.cedarschema", f"invalid schema: {e}")]) from None
 
+    waivers = _exceptions(exceptions, schema, now)
     allow_text, allow_providers, allow_issues = allowlist.compile_allowlist(
         _read(root, "provider-allowlist.yaml", issues), "provider-allowlist.yaml")
     issues += allow_issues
@@ -264,6 +274,14 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
     sources += [(f.name, f.read_text(), False) for f in sorted(root.glob("*.cedar"))]
     sources += [(f"tiers/{f.name}", f.read_text(), True) for f in sorted((root / "tiers").glob("*.cedar"))]
     sources += [(label, text, False) for label, text in extra]
+    if waivers is not None:
+        from engine.exceptions import apply_carve_outs
+
+        sources = [(f, apply_carve_outs(t, waivers.carve_outs), tier) for f, t, tier in sources]
+        sources += waivers.policies
+        for label, text, _ in waivers.policies:
+            digest.update(label.encode() + b"\0" + text.encode() + b"\0")
+        revision = digest.hexdigest()[:16]
 
     seen: dict[str, str] = {}
     policies: list[PolicyRecord] = []
@@ -278,7 +296,16 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
     if issues:
         raise BundleError(issues)
     return Bundle(root=root, revision=revision, schema_text=schema_text, schema=schema, catalogue=cat,
-                  policies=policies, tiers=tiers, static_entities=static, args_types=types, sets=sets)
+                  policies=policies, tiers=tiers, static_entities=static, args_types=types, sets=sets,
+                  exceptions=waivers)
+
+
+def _exceptions(directory: str | Path | None, schema: cedarpy.Schema, now: datetime | None) -> Any:
+    if directory is None or not Path(directory).is_dir():
+        return None
+    from engine.exceptions import compile_exceptions  # engine.exceptions imports this module
+
+    return compile_exceptions(directory, schema, now)
 
 
 def _static_entities(root: Path, cat: catalogue.Catalogue, allow_providers: list[str],

@@ -168,9 +168,11 @@ class Engine:
     ENTITY_CACHE_MAX = 4096
 
     def __init__(self, bundle: Bundle, *, clock: Callable[[], datetime] = utcnow,
-                 extra_policies: Callable[[], Iterable[tuple[str, str]]] | None = None) -> None:
+                 extra_policies: Callable[[], Iterable[tuple[str, str]]] | None = None,
+                 exceptions: str | Path | None = None) -> None:
         self._bundle = bundle
         self._clock = clock
+        self.exceptions_dir = exceptions  # deviation exceptions, read again on every reload
         self._extra = extra_policies or (lambda: ())
         self._resolved: dict[tuple[Any, ...], _Resolved] = {}
         self._reload_lock = threading.Lock()
@@ -180,7 +182,8 @@ class Engine:
     @classmethod
     def from_dir(cls, root: str | Path, **kw: Any) -> Engine:
         extra = kw.get("extra_policies")
-        return cls(load_bundle(root, extra_policies=extra() if extra else ()), **kw)
+        return cls(load_bundle(root, extra_policies=extra() if extra else (), exceptions=kw.get("exceptions"),
+                               now=kw.get("clock", utcnow)()), **kw)
 
     @property
     def bundle(self) -> Bundle:
@@ -200,7 +203,8 @@ class Engine:
         with self._reload_lock:
             old = self._bundle
             try:
-                new = load_bundle(root or old.root, extra_policies=self._extra(), sets=old.sets)
+                new = load_bundle(root or old.root, extra_policies=self._extra(), sets=old.sets,
+                                  exceptions=self.exceptions_dir, now=self._clock())
             except BundleError as e:
                 self.last_error = e
                 return False, e.issues
@@ -213,7 +217,7 @@ class Engine:
             return True, ()
 
     def status(self) -> dict[str, Any]:
-        s = self._bundle.status()
+        s = self._bundle.status(self._clock())
         s["activated_at"] = self.activated_at.isoformat()
         s["last_reload_error"] = [str(i) for i in self.last_error.issues] if self.last_error else None
         return s
@@ -253,12 +257,15 @@ class Engine:
                 v = Verdict(False, v.reasons, (*v.errors, *(f"rate tier: {e}" for e in parts.tier_errors)))
             else:
                 tiers = tuple(_tier(b, pid, req.action) for pid in sorted(parts.tiers))
+                if b.waiver_tier_ids:
+                    tiers = waive_tiers(tiers, b.waiver_tier_ids)
         return self._decision(b, start, v, shadow, tiers)
 
     def _decision(self, b: Bundle, start: int, v: Verdict, shadow: Shadow | None = None,
                   tiers: tuple[Tier, ...] = ()) -> Decision:
-        applied = tuple(b.by_id[r].annotations["exception"] for r in v.reasons
-                        if r in b.by_id and "exception" in b.by_id[r].annotations)
+        determining = (*v.reasons, *(t.policy_id for t in tiers)) if b.waiver_tier_ids else v.reasons
+        applied = tuple(dict.fromkeys(b.by_id[r].annotations["exception"] for r in determining
+                                      if r in b.by_id and "exception" in b.by_id[r].annotations))
         return Decision(
             decision_id=new_decision_id(), allowed=v.allowed, reasons=v.reasons, errors=v.errors,
             bundle_revision=b.revision, mode="dryrun" if shadow else "enforce", shadow=shadow, tiers=tiers,
@@ -313,6 +320,30 @@ def _ancestors(key: str, parents: dict[str, list[str]]) -> frozenset[str]:
     return frozenset(seen)
 
 
+def waive_tiers(tiers: tuple[Tier, ...], waiver_ids: frozenset[str]) -> tuple[Tier, ...]:
+    """Rule 8 exceptions: a satisfied waiver tier replaces the base tiers of its bucket (the most
+    generous waiver wins when several match); one whose bucket no base tier uses is dropped, so a
+    waiver can raise a limit but never impose one."""
+    waivers: dict[str, Tier] = {}
+    for t in tiers:
+        if t.policy_id in waiver_ids:
+            best = waivers.get(t.bucket)
+            if best is None or t.limit * best.period_s > best.limit * t.period_s:
+                waivers[t.bucket] = t
+    if not waivers:
+        return tiers
+    out: list[Tier] = []
+    for t in tiers:
+        if t.policy_id in waiver_ids:
+            continue
+        w = waivers.get(t.bucket)
+        if w is None or w.limit * t.period_s <= t.limit * w.period_s:  # not more generous: the base stands
+            out.append(t)
+        elif w not in out:
+            out.append(w)
+    return tuple(out)
+
+
 def _tier(b: Bundle, pid: str, action: str) -> Tier:
     tier = b.tier_cache.get((pid, action))
     if tier is None:
@@ -324,4 +355,4 @@ def _tier(b: Bundle, pid: str, action: str) -> Tier:
 
 
 __all__ = ["Engine", "Raw", "Split", "Verdict", "cedar_datetime", "merge", "new_decision_id", "split", "utcnow",
-           "verdict"]
+           "verdict", "waive_tiers"]

@@ -15,7 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("engine.cli", "gateway.cli_catalogue", "gateway.cli_serve", "gateway.cli_events", "gateway.cli_vault")
+COMMANDS = ("engine.cli", "gateway.cli_catalogue", "gateway.cli_serve", "gateway.cli_events", "gateway.cli_vault",
+            "gateway.cli_exceptions")
 
 
 def build_parser() -> argparse.ArgumentParser:

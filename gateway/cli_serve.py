@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--policies", default=None, help="policy bundle directory (default: policies)")
     serve.add_argument("--state-dir", default=None, help="embedded vault and stores (default: .opsgate)")
+    serve.add_argument("--exceptions", default=None, help="deviation exceptions directory (default: exceptions)")
     serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
     serve.add_argument("--redis-url", default=None)
     serve.add_argument("--events", choices=("sqlite", "postgres"), default=None,
@@ -57,7 +58,8 @@ def register(sub: Any) -> None:
 def config_from(args: argparse.Namespace) -> GatewayConfig:
     overrides = {k: v for k, v in {
         "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
-        "state_dir": args.state_dir, "limiter": getattr(args, "limiter", None),
+        "state_dir": args.state_dir, "exceptions": getattr(args, "exceptions", None),
+        "limiter": getattr(args, "limiter", None),
         "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
         "events": getattr(args, "events", None), "database_url": getattr(args, "database_url", None),
         "events_durability": getattr(args, "events_durability", None),

@@ -17,6 +17,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     host: str = "127.0.0.1"
     port: int = 8080
     policies: str = "policies"
+    # Deviation exception bundles (engine.exceptions); read with the policies on every reload.
+    exceptions: str = "exceptions"
     state_dir: str = ".opsgate"  # embedded vault and stores live here
     # DNS-rebinding guard for /mcp: the Host and Origin headers a request may carry.
     allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")

@@ -97,12 +97,18 @@ def signing_key(config: GatewayConfig) -> bytes:
     return _blocking(read).encode()
 
 
-def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
-    secret = signing_key(config)
-    vault = open_configured_vault(config)  # the serving loop's own (a Supabase pool binds to its loop)
+def make_authenticator(config: GatewayConfig, secret: bytes | None = None) -> tuple[Authenticator, bytes]:
+    """The gateway's token verifier (and the HS256 key it uses), for the gateway and for CLI
+    commands that must verify a token exactly as the gateway does (`opsgate exception approve`)."""
+    secret = secret if secret is not None else signing_key(config)
     users = LazyPostgresUserDirectory(config.database_url) if config.auth_freshness else None
-    authenticator = Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
-                                             freshness=config.auth_freshness), users=users)
+    return Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
+                                    freshness=config.auth_freshness), users=users), secret
+
+
+def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
+    authenticator, secret = make_authenticator(config)
+    vault = open_configured_vault(config)  # the serving loop's own (a Supabase pool binds to its loop)
 
     async def authenticate(header: str | None) -> Caller:
         try:
@@ -115,7 +121,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
         limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
     else:
         limiter = MemoryLimiter()
-    engine = Engine.from_dir(config.policies)
+    engine = Engine.from_dir(config.policies, exceptions=config.exceptions)
     store: EventStore
     if config.events == "postgres":
         store = OutboxEventStore(Path(config.state_dir) / "events-outbox.db", PostgresEventStore(config.database_url),
@@ -129,7 +135,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config), runtime=runtime)
-    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor), secret
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
@@ -142,5 +148,5 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "mint_token", "open_configured_vault",
-           "signing_key"]
+__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "make_authenticator", "mint_token",
+           "open_configured_vault", "signing_key"]

@@ -33,6 +33,7 @@ class Services:
     audit: Audit | None
     clock: Callable[[], datetime] = utcnow
     redactor: Redactor = field(default_factory=Redactor)
+    vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

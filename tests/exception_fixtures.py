@@ -1,0 +1,71 @@
+"""Helpers for the exception tests: file, approve and forge bundles in a temporary directory."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.exceptions import APPROVAL, Approval, content_digest, iso, new_private_key, sign
+from gateway.exception_lifecycle import approve, ensure_public_key, file_exception
+from tests.conftest import NOW
+
+REQUESTER = str(uuid.uuid5(uuid.NAMESPACE_URL, "exceptions:requester"))
+ADMIN = str(uuid.uuid5(uuid.NAMESPACE_URL, "exceptions:admin"))
+KEY = new_private_key()
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    role: str | None
+
+
+ADMIN_ACTOR = Actor(ADMIN, "ops_admin")
+
+
+def file(root: Path, provider: str, rule: int, grant: dict[str, Any], *, days: float = 30, at: datetime = NOW,
+         suffix: str | None = None) -> str:
+    record = file_exception(root, provider=provider, rule=rule, grant=grant, requested_by=REQUESTER,
+                            justification=f"{provider} needs it for a technical reason",
+                            compensating_controls=["read-only token", "alerting on use"],
+                            expires_at=at + timedelta(days=days), requested_at=at, suffix=suffix)
+    return record.id
+
+
+def file_and_approve(root: Path, provider: str, rule: int, grant: dict[str, Any], *, days: float = 30,
+                     at: datetime = NOW, suffix: str | None = None) -> str:
+    exception_id = file(root, provider, rule, grant, days=days, at=at, suffix=suffix)
+    approve(root, exception_id, ADMIN_ACTOR, KEY, at)
+    return exception_id
+
+
+def write_raw(root: Path, exception_id: str, yaml_text: str) -> Path:
+    """A bundle written by hand, bypassing `new` (what a careless or hostile commit could do)."""
+    folder = root / exception_id
+    folder.mkdir(parents=True)
+    (folder / "exception.yaml").write_text(yaml_text)
+    (folder / "README.md").write_text("# hand written\n")
+    return folder
+
+
+def forge_approval(root: Path, exception_id: str, *, expires_at: datetime, approved_at: datetime = NOW,
+                   approved_by: str = ADMIN, role: str = "ops_admin", key: str = KEY) -> None:
+    """A correctly signed approval written straight into the bundle, skipping every approval check."""
+    folder = root / exception_id
+    if key == KEY:
+        ensure_public_key(root, key)
+    approval = sign(Approval(exception=exception_id, approved_by=approved_by, approver_role=role,
+                             approved_at=iso(approved_at), expires_at=iso(expires_at),
+                             content_sha256=content_digest(folder), key_id=""), key)
+    (folder / APPROVAL).write_bytes(msgspec.json.encode(approval))
+
+
+def raw_spec(provider: str, rule: int, grant: str, *, days: float = 30, at: datetime = NOW) -> str:
+    return (f"provider: {provider}\nrule: {rule}\ngrant:\n{grant}\nrequested_by: {REQUESTER}\n"
+            f"justification: because\ncompensating_controls: [logging]\nrequested_at: '{iso(at)}'\n"
+            f"expires_at: '{iso(at + timedelta(days=days))}'\n")
