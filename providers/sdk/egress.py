@@ -34,7 +34,15 @@ import anyio
 import httpcore
 import httpx
 
-from providers.sdk.hostnames import HostRejected, Target, address_class, canonical_ip, parse_target, safe_url
+from providers.sdk.hostnames import (
+    HostRejected,
+    Target,
+    address_class,
+    canonical_host,
+    canonical_ip,
+    parse_target,
+    safe_url,
+)
 from providers.sdk.runtime import Verdict
 from providers.sdk.tool import Refused
 
@@ -138,16 +146,14 @@ class EgressGuard:
         payload.update(method=hop.method, url=hop.url, canonical_host=hop.target.host, scheme=hop.target.scheme,
                        hop=hop.hop, redirected_from=hop.redirected_from)
         try:
-            target = parse_target(f"{hop.target.scheme}://{host}:{port}/")
+            name, is_ip = canonical_host(host)
         except HostRejected as e:
             raise await self.refuse(e.reason, payload) from None
-        if (target.host, target.port) != (hop.target.host, hop.target.port):
+        if (name, port) != (hop.target.host, hop.target.port):
             raise await self.refuse("the connection does not match the checked request", payload)
+        target = hop.target
 
-        if target.is_ip:
-            addresses = [target.host]
-        else:
-            addresses = await resolve(target.host, port, timeout)
+        addresses = [name] if is_ip else await resolve(name, port, timeout)
         admitted: list[str] = []
         refusal: tuple[str, str, Verdict | None] | None = None
         for address in addresses:
