@@ -368,6 +368,18 @@ async def test_every_redirect_hop_is_decided(gw: RunningGateway, upstreams: tupl
         assert event["hop"] == 1 and event["redirected_from"] == f"{a.url}/redirect"
 
 
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(
+        gw: RunningGateway, upstreams: tuple[Upstream, Upstream]) -> None:
+    a, _ = upstreams
+    auth = {"Authorization": f"Bearer {SECRET_HEADER}"}
+    await fetch(gw, f"{a.url}/redirect?to={a.url}/same", follow=True, headers=auth)
+    assert a.hits[-1]["path"] == "/same" and a.hits[-1]["authorization"] == f"Bearer {SECRET_HEADER}"
+    # localhost:<a> is allowed too (name and address), but it is another origin.
+    answer = await fetch(gw, f"{a.url}/redirect?to=http://localhost:{a.port}/other", follow=True, headers=auth)
+    assert answer["hops"] == "1"
+    assert a.hits[-1]["path"] == "/other" and a.hits[-1]["authorization"] is None
+
+
 async def test_refusal_events_carry_no_secrets(gw: RunningGateway, upstreams: tuple[Upstream, Upstream]) -> None:
     _, b = upstreams
     before = len(await egress_events(gw))
