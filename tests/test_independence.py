@@ -6,6 +6,9 @@ included: a provider package may import the standard library, third-party packag
 The SDK may import none of those either. Dynamic ways round an import statement (`__import__`,
 `importlib`, `sys.modules`) are refused outright: no provider has a reason to use them.
 
+Rule 5's static half lives here too: outside the SDK, no provider module opens a socket or builds
+an HTTP client of its own, so `self.http()` (egress-checked) is the only way out.
+
 At run time the same rule holds through the egress policy: a provider's HTTP client cannot reach
 the gateway or another provider's hosts (tests/test_egress.py).
 """
@@ -74,6 +77,64 @@ def violations(root: Path) -> list[str]:
                         and (root / head[1]).is_dir():
                     found.append(f"{where}:{node.lineno}: {own or 'providers'} imports provider {head[1]}")
     return found
+
+
+# Rule 5's other half: `self.http()` is the only way out, so provider packages (the SDK aside)
+# open no sockets and build no HTTP clients of their own. `import httpx` stays allowed for its
+# exception and response types.
+NETWORK_MODULES = ("socket", "requests", "urllib.request", "urllib3", "aiohttp", "http.client", "httpcore",
+                   "httpx2", "websockets", "pycurl", "asyncssh", "paramiko")
+CLIENT_FACTORIES = {"AsyncClient", "Client", "AsyncHTTPTransport", "HTTPTransport", "get", "post", "put", "patch",
+                    "delete", "head", "options", "request", "stream"}
+RAW_CONNECT = {"open_connection", "create_connection", "connect_tcp", "create_datagram_endpoint", "urlopen"}
+
+
+def network_violations(root: Path) -> list[str]:
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in ("sdk", "__init__.py"):
+            continue
+        where = path.relative_to(root.parent)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            bad = [n for n in names if any(n == m or n.startswith(m + ".") for m in NETWORK_MODULES)
+                   or (n.startswith("httpx.") and n.split(".", 1)[1] in CLIENT_FACTORIES)]
+            if bad:
+                found.append(f"{where}:{node.lineno}: imports {bad[-1]}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                func = node.func
+                if isinstance(func.value, ast.Name) and func.value.id == "httpx" and func.attr in CLIENT_FACTORIES:
+                    found.append(f"{where}:{node.lineno}: calls httpx.{func.attr} (use self.http())")
+                elif func.attr in RAW_CONNECT:
+                    found.append(f"{where}:{node.lineno}: calls {func.attr} (use self.http())")
+    return found
+
+
+def test_providers_reach_the_network_only_through_the_sdk_client() -> None:
+    assert network_violations(PROVIDERS) == []
+
+
+@pytest.mark.parametrize("source", [
+    "import httpx\nc = httpx.AsyncClient()",
+    "import httpx\nr = httpx.get('https://evil.example')",
+    "from httpx import AsyncClient",
+    "import socket",
+    "from urllib.request import urlopen",
+    "import asyncio\nasync def f():\n    await asyncio.open_connection('evil.example', 443)",
+    "import httpcore",
+])
+def test_the_network_scan_catches_each_way_out(tmp_path: Path, source: str) -> None:
+    root = tmp_path / "providers"
+    (root / "alpha").mkdir(parents=True)
+    (root / "alpha" / "client.py").write_text(source + "\n")
+    (root / "alpha" / "ok.py").write_text("import httpx\n\ndef f(r: httpx.Response) -> None:\n"
+                                          "    raise httpx.HTTPStatusError('x', request=r.request, response=r)\n")
+    found = network_violations(root)
+    assert len(found) == 1 and "client.py" in found[0], found
 
 
 def test_no_provider_imports_another_provider_the_engine_or_the_gateway() -> None:
