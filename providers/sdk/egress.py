@@ -167,6 +167,9 @@ class EgressGuard:
             elif refusal is None:
                 refusal = (address, kind, verdict)
         if admitted:
+            if refusal is not None:  # a name answering with public and internal addresses: keep the checked ones
+                log.warning("%s: %s also resolves to %s address %s; connecting only to %s", self.provider.name,
+                            target.host, refusal[1], refusal[0], ", ".join(admitted))
             return admitted
         if refusal is None:
             raise httpcore.ConnectError(f"{target.host} did not resolve to any address")
