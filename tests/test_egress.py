@@ -322,6 +322,8 @@ async def test_other_notations_of_an_allowlisted_address_are_that_address(
     "http://api.example.com/x",                       # allowlisted for https only
     "https://api.example.com:8443/x",                 # odd port
     "https://api.socket.dev/x",                       # another provider's host (rule 7)
+    "ftp://127.0.0.1:{a}/x",                          # another scheme
+    "HTTP://LocalHost.:{b}/x",                        # case and trailing dot of a name resolving to loopback
     "http://localhost.evil.test:{a}/x",           # a name merely starting with an allowed one
 ])
 async def test_bypass_spellings_are_refused_and_never_connect(

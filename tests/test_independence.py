@@ -6,6 +6,9 @@ included: a provider package may import the standard library, third-party packag
 The SDK may import none of those either. Dynamic ways round an import statement (`__import__`,
 `importlib`, `sys.modules`) are refused outright: no provider has a reason to use them.
 
+Providers also reach the gateway only through the Runtime protocol's methods (authorize, egress,
+has_role, read_secret, emit_event), never the runtime object's insides (engine, audit, vault).
+
 Rule 5's static half lives here too: outside the SDK, no provider module opens a socket or builds
 an HTTP client of its own, so `self.http()` (egress-checked) is the only way out.
 
@@ -135,6 +138,46 @@ def test_the_network_scan_catches_each_way_out(tmp_path: Path, source: str) -> N
                                           "    raise httpx.HTTPStatusError('x', request=r.request, response=r)\n")
     found = network_violations(root)
     assert len(found) == 1 and "client.py" in found[0], found
+
+
+# The runtime a provider is bound to is the gateway's object; Python cannot hide its insides, so
+# providers are held to the Runtime protocol's methods (no `self.runtime.engine`, `.audit`, ...).
+RUNTIME_METHODS = {"authorize", "egress", "has_role", "read_secret", "emit_event"}
+
+
+def runtime_violations(root: Path) -> list[str]:
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in ("sdk", "__init__.py"):
+            continue
+        where = path.relative_to(root.parent)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                    and node.value.attr in ("runtime", "_runtime") and node.attr not in RUNTIME_METHODS:
+                found.append(f"{where}:{node.lineno}: reaches runtime.{node.attr} (only the Runtime protocol)")
+            elif isinstance(node, ast.Attribute) and node.attr == "_runtime":
+                found.append(f"{where}:{node.lineno}: touches _runtime (use ProviderBase's exports)")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "bind":
+                found.append(f"{where}:{node.lineno}: calls bind (only the gateway binds a provider)")
+    return found
+
+
+def test_providers_use_only_the_runtime_protocol() -> None:
+    assert runtime_violations(PROVIDERS) == []
+
+
+@pytest.mark.parametrize(("source", "bad"), [
+    ("def f(self):\n    return self.runtime.engine.bundle", True),
+    ("def f(self):\n    return self.runtime.audit", True),
+    ("def f(self):\n    return self._runtime", True),
+    ("def f(self, rt):\n    self.bind(rt)", True),
+    ("def f(self, c):\n    return self.runtime.authorize('p', 'query', ('Table', 't'), {}, c)", False),
+])
+def test_the_runtime_scan(tmp_path: Path, source: str, bad: bool) -> None:
+    root = tmp_path / "providers"
+    (root / "alpha").mkdir(parents=True)
+    (root / "alpha" / "provider.py").write_text(source + "\n")
+    assert bool(runtime_violations(root)) == bad
 
 
 def test_no_provider_imports_another_provider_the_engine_or_the_gateway() -> None:
