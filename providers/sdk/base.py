@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from providers.sdk.egress import EgressClient
+from providers.sdk.egress import EgressClient, EgressRefused, decide
 from providers.sdk.health import HealthStatus
+from providers.sdk.hostnames import HostRejected, parse_target
 from providers.sdk.resource import Resource
 from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
 from providers.sdk.tool import CallContext, Refused, Tool, ToolError
@@ -94,16 +94,19 @@ class ProviderBase:
             raise ToolError(str(e)) from None
 
     def validate_hostname(self, url: str) -> None:
-        """Rule 5: raise Refused(FORBIDDEN) unless the policy lets this provider reach `url`.
-        (The SDK's HTTP client does this on every request and redirect hop by itself.)"""
-        parts = urlsplit(url)
-        scheme = (parts.scheme or "").lower()
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        verdict = self._runtime.egress(self.name, scheme=scheme, host=host, port=port)
+        """Rule 5: raise EgressRefused (a Refused, code FORBIDDEN) unless the policy lets this
+        provider reach `url`. The URL is canonicalised exactly as the SDK's HTTP client does it
+        (providers.sdk.hostnames) and decided by the same `egress` policy. The client does this
+        on every request and redirect hop by itself, and also checks the address it connects to."""
+        try:
+            target = parse_target(url)
+        except HostRejected as e:
+            raise EgressRefused(f"{self.name} may not reach that URL: {e.reason}", reason=e.reason) from None
+        verdict = decide(self, target)
         if not verdict.allowed:
-            raise Refused("FORBIDDEN", f"{self.name} may not reach {host!r}: {verdict.message or 'not allowlisted'}",
-                          refused_by=verdict.decision_id)
+            reason = verdict.message or "not on the provider's allowlist"
+            raise EgressRefused(f"{self.name} may not reach {target.host!r}: {reason}", reason=reason,
+                                refused_by=verdict.decision_id)
 
     def http(self, **kwargs: Any) -> EgressClient:
         """The provider's HTTP client (httpx.AsyncClient kwargs): egress-checked on every request
