@@ -463,3 +463,35 @@ def test_resource_actions_are_in_the_catalogue_as_reads() -> None:
     for r in registry.resources:
         entry = catalogue.get(r.action)
         assert entry is not None and (entry.kind, entry.input_schema) == ("read", r.input_schema), r.action
+
+
+# -- issue 3: the Omega codes through the gateway, in both client modes ---------------------------
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_every_omega_error_code_is_reachable_in_both_client_modes(env: OmegaEnv, tmp_path: Path,
+                                                                        mode: str) -> None:
+    import msgspec
+
+    async def code_of(gw: RunningGateway, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        async with gw.client(gw.token("ops_viewer"), mode=mode) as c:
+            with pytest.raises(BaseException) as info:
+                await c.call_tool("omega.query", args)
+        error = unwrap(info.value).error
+        return error.code, error.data
+
+    cases = {
+        "USER_ID_REQUIRED": ({"table": "pulse_drafts"}, -32011),
+        "TABLE_NOT_ALLOWED": ({"table": "auth_users"}, -32012),
+        "COLUMN_NOT_ALLOWED": ({"table": "pulse_drafts", "userId": VIEWER, "select": "payload"}, -32013),
+    }
+    with running_gateway(GatewayConfig(state_dir=str(tmp_path / "ok"), omega=env.omega)) as gw:
+        for code, (args, number) in cases.items():
+            got, data = await code_of(gw, args)
+            assert (got, data["code"]) == (number, code), (mode, args, data)
+            assert_canon(data)
+    broken = (msgspec.structs.replace(env.omega, database_url=env.omega.database_url + "_missing")
+              if env.backend == "postgres" else msgspec.structs.replace(env.omega, sqlite_path=str(tmp_path)))
+    with running_gateway(GatewayConfig(state_dir=str(tmp_path / "broken"), omega=broken)) as gw:
+        got, data = await code_of(gw, {"table": "pulse_constraints"})
+        assert (got, data["code"]) == (-32040, "QUERY_FAILED")
+        assert_canon(data)
