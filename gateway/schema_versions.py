@@ -17,13 +17,13 @@ refuses to record a breaking change, so the snapshot can only move forward compa
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.exceptions import active_build_waivers
 from gateway.registry import Registry
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "providers" / "schemas.snapshot.json"
@@ -48,21 +48,8 @@ def render_snapshot(snapshot: Snapshot) -> str:
 
 def rule9_waivers(exceptions_dir: str | Path = "exceptions", now: datetime | None = None) -> frozenset[str]:
     """Tool names an active rule-9 exception waives (`socket.scan.repo`, or `socket.*` for all
-    of a provider's tools).
-
-    The seam: deviation exceptions (exceptions/mcp-exception-{provider}-9/exception.yaml,
-    signed, expiring) are parsed and verified by the exceptions module, built separately as
-    `engine.exceptions` with `active_build_waivers(rule, root, now) -> set[str]` (for rule 9:
-    tool names, or a bare provider name meaning all its tools). Until that module exists this
-    returns the empty set: no waivers, every breaking change fails.
-    """
-    try:
-        module = importlib.import_module("engine.exceptions")
-    except ModuleNotFoundError:
-        return frozenset()
-    active_build_waivers = getattr(module, "active_build_waivers", None)
-    if active_build_waivers is None:
-        return frozenset()
+    of a provider's tools): only approved, signature-verified, unexpired, unrevoked ones
+    (engine.exceptions.active_build_waivers)."""
     found = active_build_waivers(9, Path(exceptions_dir), now or datetime.now(UTC))
     return frozenset(name if "." in name else f"{name}.*" for name in found)
 

@@ -4,9 +4,9 @@ catalogue in step with the providers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -166,10 +166,24 @@ def test_waived_tools_may_break() -> None:
     assert breaking_changes(snap(V1), snap(New), {"q.*", "p.other"}) != []
 
 
-def test_without_an_exceptions_module_nothing_is_waived() -> None:
-    if importlib.util.find_spec("engine.exceptions") is not None:
-        pytest.skip("the exceptions module exists: its own tests cover rule-9 waivers")
-    assert rule9_waivers() == frozenset()
+def test_only_an_approved_unexpired_rule_9_exception_waives_a_breaking_change(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tests.conftest import NOW
+    from tests.exception_fixtures import file, file_and_approve
+
+    class New(V1):
+        state: Literal["open"] = "open"
+
+    def problems(at: datetime) -> list[str]:
+        return breaking_changes(snap(V1), snap(New), rule9_waivers(tmp_path, at))
+
+    assert problems(NOW) != []  # no exception filed
+    file(tmp_path, "p", 9, {"tools": ["p.tool"]})
+    assert problems(NOW) != []  # filed but not approved
+    file_and_approve(tmp_path, "p", 9, {"tools": ["p.tool"]}, days=10, suffix="approved")
+    assert problems(NOW) == []
+    assert problems(NOW + timedelta(days=10, seconds=1)) != []  # expired
 
 
 # -- the commands -------------------------------------------------------------------------------
