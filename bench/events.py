@@ -237,18 +237,24 @@ async def loaded(url: str, token: str, n: int, concurrency: int) -> list[float]:
 
 def per_call(tmp: Path, n: int, rounds: int) -> tuple[dict[str, dict[int, list[float]]], dict[str, float]]:
     from gateway.serve import DEV_SECRET, demo_user_id, mint_token
-    from providers.sdk.vault import EmbeddedVault
+    from providers.sdk.vault import EmbeddedVault, get_or_create
 
     policies = tmp / "policies"
     shutil.copytree(ROOT / "policies", policies, ignore=shutil.ignore_patterns("tests"))
     tiers = policies / "tiers" / "rate-tiers.cedar"  # the viewer's tier stays (the limiter runs) but never trips
     tiers.write_text(re.sub(r'@limit\("100/hour"\)', '@limit("1000000000/hour")', tiers.read_text()))
     states = {mode: tmp / f"state-{mode}" for mode in SERVERS}
-    secret = "bench-" + secrets.token_hex(24)
-    for state in states.values():  # one signing key for all, so one token serves every server
+    secret = "bench-" + secrets.token_hex(24)  # pragma: allowlist secret
+
+    async def share_key(state: Path) -> None:  # one signing key for all, so one token serves every server
         vault = EmbeddedVault(state / "vault")
-        vault.get_or_create(DEV_SECRET, lambda: secret)
-        vault.close()
+        try:
+            await get_or_create(vault, DEV_SECRET, lambda: secret)
+        finally:
+            await vault.close()
+
+    for state in states.values():
+        asyncio.run(share_key(state))
     token = mint_token(secret.encode(), issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
     servers = {mode: start(mode, policies, states[mode]) for mode in SERVERS}
     urls = {mode: url for mode, (_, url) in servers.items()}

@@ -36,9 +36,9 @@ from tests.harness import RunningGateway, code_of, running_gateway
 
 pytestmark = pytest.mark.anyio
 
-SECRET_QUERY = "q-s3cr3t-in-the-query"
-SECRET_PASSWORD = "pw-s3cr3t-in-userinfo"
-SECRET_HEADER = "h-s3cr3t-in-a-header"
+SECRET_QUERY = "q-s3cr3t-in-the-query"  # pragma: allowlist secret
+SECRET_PASSWORD = "pw-s3cr3t-in-userinfo"  # pragma: allowlist secret
+SECRET_HEADER = "h-s3cr3t-in-a-header"  # pragma: allowlist secret
 PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -313,7 +313,7 @@ async def test_other_notations_of_an_allowlisted_address_are_that_address(
     "http://127.1:{b}/x", "http://0177.1:{b}/x", "http://127.0.0.1.:{b}/x", "http://[::ffff:127.0.0.1]:{b}/x",
     "http://[::1]:{b}/x", "http://0:{b}/x",
     "http://127.0.0.1:{a}@127.0.0.1:{b}/x",          # userinfo naming the allowed host
-    "http://127.0.0.1:{b}\\@127.0.0.1:{a}/x",         # backslash: the client reads the host as {a}; refused
+    "http://127.0.0.1:{b}\\@127.0.0.1:{a}/x",         # backslash: host read as {a}; refused  # pragma: allowlist secret
     "https://127.0.0.1:{a}/x",                        # allowlisted as http only
     "http://127.0.0.1.evil.test:{a}/x",
     "https://api.example.com.evil.test/x",            # suffix confusion
@@ -426,7 +426,9 @@ async def test_the_gateway_itself_is_not_reachable(gw: RunningGateway) -> None:
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:{a}/ok", "http://2130706433:{a}/ok", "http://[::ffff:127.0.0.1]:{a}/ok",
     "http://127.0.0.1:{b}/ok", "http://127.0.0.1:{a}@127.0.0.1:{b}/", "https://127.0.0.1:{a}/",
-    "https://api.example.com.evil.test/", "http://127.0.0.1:{b}\\@127.0.0.1:{a}/", "http://[fe80::1%25eth0]:{a}/",
+    "https://api.example.com.evil.test/",
+    "http://127.0.0.1:{b}\\@127.0.0.1:{a}/",  # pragma: allowlist secret
+    "http://[fe80::1%25eth0]:{a}/",
 ])
 async def test_validate_hostname_agrees_with_the_client(
         gw: RunningGateway, upstreams: tuple[Upstream, Upstream], url: str) -> None:

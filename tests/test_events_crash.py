@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -37,9 +36,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.config import GatewayConfig
-from gateway.serve import DEV_SECRET, mint_token
+from gateway.serve import mint_token, signing_key
 from otel.events import SqliteEventStore
-from providers.sdk.vault import EmbeddedVault
 from tests.conftest import POLICIES, ROOT
 from tests.events_pg import PgDb, TcpProxy, fetch, fresh_database
 from tests.harness import free_port
@@ -91,11 +89,7 @@ def gateway(tmp: Path, name: str, state: Path, started: Path, extra: list[str]) 
 
 
 def admin_token(state: Path, user: str) -> str:
-    vault = EmbeddedVault(state / "vault")
-    try:
-        secret = vault.get_or_create(DEV_SECRET, lambda: secrets.token_urlsafe(48)).encode()
-    finally:
-        vault.close()
+    secret = signing_key(GatewayConfig(state_dir=str(state)))
     return mint_token(secret, issuer=GatewayConfig().auth_issuer, user_id=user, role="ops_admin")
 
 
