@@ -29,7 +29,6 @@ import msgspec
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
-from engine.guards import ABSENT
 from engine.index import Key, request_keys, uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
@@ -240,7 +239,7 @@ class Engine:
         # evaluation, and it accepts the JSON text as is.
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                    "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
-        _, ps = b.enforce.slice_for(*keys, ctx.get("args", ABSENT), types[1] if types is not None else None)
+        _, ps = b.enforce.slice_for(*keys, ctx, types[1] if types is not None else None)
         parts = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)), b.tier_ids,
                       b.dryrun_ids, b.effect_of)
         v = verdict(parts.authz, b.effect_of)

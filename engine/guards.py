@@ -1,26 +1,31 @@
-"""Argument guards: the part of a policy's condition that Python can decide exactly, before Cedar.
+"""Guards: the part of a policy's conditions that Python can decide exactly, before Cedar.
 
-Most tool policies open their first `when` clause with tests on the call's arguments:
+Most policies open with tests on the request's context that need no entity data:
 
     when { context has args && context.args has repo && context.args.repo == "acme/infra" && ... }
+    when { (context has port && context.port == 19999) || (context has args && ...) }
 
-Cedar evaluates `&&` left to right and stops at the first false operand. So when one of these
-leading tests is certainly false for a request, and every test before it is certainly true, the
-policy is certainly unsatisfied *without an error*: it contributes no reason and no error, and
-leaving it out of the slice cannot change the decision (the slicing invariant in engine/index.py).
+A policy's conditions are conjoined in order (`when {A} unless {B}` is `A && !B`), and Cedar
+evaluates `&&`, `||` and `!` left to right with short-circuits. So when the conditions are
+*certainly false without an error* for a request, the policy contributes no reason and no error,
+and leaving it out of the slice cannot change the decision (the slicing invariant in
+engine/index.py).
 
-"Certainly" is the whole point, so a guard is only the longest prefix of conjuncts of these forms:
+"Certainly" is the whole point. A guard evaluates to one of three values: TRUE, FALSE (both
+certain, and without an error on the way) or UNKNOWN (anything else: an expression it does not
+model, or one that would raise). Only these forms are modelled:
 
-    context has args                     false when the request has no args
-    context.args has X                   false when args are present and X is not
-    context.args.X == <literal>          false when X is present, of its declared primitive
-    <literal> == context.args.X          type, and not equal to the literal
+    context has A              context.args has A
+    context.A == <literal>     context.args.A == <literal>      (either side; str, int, bool)
+    X && Y     X || Y     !X
 
-Anything else ends the guard. A test that would ERROR in Cedar (`context.args has X` without
-args, `context.args.X` when X is absent) is never treated as false: evaluation stops there and the
-policy stays in the slice, because an erroring forbid denies. `==` in Cedar never errors, and a
-value is only compared when its Python type matches the Cedar type the action declares for it, so
-Cedar parses it as that very value (tests/test_differential.py holds us to all of this).
+Everything else is UNKNOWN, and a test that would ERROR in Cedar (`context.args has A` when the
+request has no args, `context.args.A` when A is absent) is UNKNOWN too, never FALSE: an erroring
+forbid denies. `==` in Cedar never errors; a value is compared only when it is a str, int or bool
+of exactly the literal's type (in Python `True == 1`; in Cedar they differ) and, for arguments,
+of the Cedar type the action declares, so Cedar reads it as that very value. A request whose
+context does not match its schema is refused by Cedar whatever the policies: no slice changes
+that. tests/test_guards.py and tests/test_differential.py hold us to all of this.
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-# A test: ("ctx",) for `context has args`; ("has", X); ("eq", X, literal).
-Test = tuple[Any, ...]
-Guard = tuple[Test, ...]
+TRUE, FALSE, UNKNOWN = 1, 0, -1
+
+# A guard node: ("and", nodes) | ("or", nodes) | ("not", node) | ("has", path, attr)
+#             | ("eq", path, attr, literal) | ("?",). `path` is () for `context`, ("args",) for
+#             `context.args`.
+Node = tuple[Any, ...]
+Guard = Node | None  # None: nothing to decide before Cedar
 
 _CONTEXT = {"Var": "context"}
 _ARGS = {".": {"left": _CONTEXT, "attr": "args"}}
 _PRIMITIVE = {"String": str, "Long": int, "Bool": bool}
+_OPAQUE: Node = ("?",)
 
 
 class _Absent:
@@ -46,114 +56,162 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
-def _conjuncts(expr: Any) -> list[Any]:
-    if isinstance(expr, dict) and "&&" in expr:
-        return _conjuncts(expr["&&"]["left"]) + _conjuncts(expr["&&"]["right"])
-    return [expr]
+def _path(expr: Any) -> tuple[str, ...] | None:
+    if expr == _CONTEXT:
+        return ()
+    if expr == _ARGS:
+        return ("args",)
+    return None
 
 
 def _literal(expr: Any) -> tuple[bool, Any]:
     value = expr.get("Value", ABSENT) if isinstance(expr, dict) and len(expr) == 1 else ABSENT
-    if isinstance(value, str | bool | int):
-        return True, value
-    return False, None
+    return (True, value) if isinstance(value, str | bool | int) else (False, None)
 
 
-def _arg_attr(expr: Any) -> str | None:
-    if isinstance(expr, dict) and len(expr) == 1 and "." in expr and expr["."].get("left") == _ARGS:
-        return expr["."]["attr"]
+def _attr(expr: Any) -> tuple[tuple[str, ...], str] | None:
+    """`context.A` or `context.args.A` as (path, A)."""
+    if isinstance(expr, dict) and len(expr) == 1 and "." in expr:
+        path = _path(expr["."].get("left"))
+        attr = expr["."].get("attr")
+        if path is not None and isinstance(attr, str):
+            return path, attr
     return None
 
 
-def _test(expr: Any) -> Test | None:
+def _flatten(op: str, expr: Any) -> list[Any]:
+    if isinstance(expr, dict) and len(expr) == 1 and op in expr:
+        return _flatten(op, expr[op]["left"]) + _flatten(op, expr[op]["right"])
+    return [expr]
+
+
+def _compile(expr: Any) -> Node:
     if not isinstance(expr, dict) or len(expr) != 1:
-        return None
-    if "has" in expr:
-        left, attr = expr["has"].get("left"), expr["has"].get("attr")
-        if left == _CONTEXT and attr == "args":
-            return ("ctx",)
-        if left == _ARGS and isinstance(attr, str):
-            return ("has", attr)
-        return None
-    if "==" in expr:
-        left, right = expr["=="].get("left"), expr["=="].get("right")
-        for side, other in ((left, right), (right, left)):
-            attr = _arg_attr(side)
-            ok, value = _literal(other)
-            if attr is not None and ok:
-                return ("eq", attr, value)
-    return None
+        return _OPAQUE
+    (op, body), = expr.items()
+    if op in ("&&", "||"):
+        return ("and" if op == "&&" else "or", tuple(_compile(e) for e in _flatten(op, expr)))
+    if op == "!":
+        return ("not", _compile(body.get("arg")))
+    if op == "has":
+        path, attr = _path(body.get("left")), body.get("attr")
+        return ("has", path, attr) if path is not None and isinstance(attr, str) else _OPAQUE
+    if op == "==":
+        for side, other in ((body.get("left"), body.get("right")), (body.get("right"), body.get("left"))):
+            target, (ok, value) = _attr(side), _literal(other)
+            if target is not None and ok:
+                return ("eq", *target, value)
+    return _OPAQUE
+
+
+def _useful(node: Node) -> bool:
+    if node[0] in ("and", "or"):
+        return any(_useful(n) for n in node[1])
+    if node[0] == "not":
+        return _useful(node[1])
+    return node[0] != "?"
 
 
 def guard_of(est: str | Mapping[str, Any]) -> Guard:
-    """The guard of a policy in Cedar's JSON form (empty: nothing to decide before Cedar)."""
+    """The guard of a policy in Cedar's JSON form: its conditions as one conjunction, `unless`
+    bodies negated; None when nothing in them can be decided before Cedar."""
     policy = json.loads(est) if isinstance(est, str) else est
-    conditions = policy.get("conditions") or []
-    if not conditions or conditions[0].get("kind") != "when":
-        return ()
-    tests: list[Test] = []
-    for expr in _conjuncts(conditions[0].get("body")):
-        test = _test(expr)
-        if test is None:
-            break
-        tests.append(test)
-    return tuple(tests)
+    parts: list[Node] = []
+    for cond in policy.get("conditions") or []:
+        node = _compile(cond.get("body"))
+        parts.append(node if cond.get("kind") == "when" else ("not", node))
+    if not parts:
+        return None
+    guard = ("and", tuple(parts))
+    return guard if _useful(guard) else None
 
 
-def _typed(value: Any, cedar_type: Any) -> bool:
-    """Whether Cedar will read `value` as the primitive of `cedar_type` (bool is not a Long)."""
-    py = _PRIMITIVE.get(cedar_type) if isinstance(cedar_type, str) else None
+def _container(ctx: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    if not path:
+        return ctx
+    inner = ctx.get(path[0], ABSENT)
+    return inner if isinstance(inner, dict) else ABSENT  # absent args: accessing them errors
+
+
+def _typed(value: Any, declared: Any) -> bool:
+    py = _PRIMITIVE.get(declared) if isinstance(declared, str) else None
     return py is not None and type(value) is py
 
 
-def excluded(guard: Guard, args: Any, fields: Mapping[str, Any]) -> bool:
-    """True when Cedar would certainly find this policy's condition false, without error.
+def evaluate(node: Node, ctx: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
+    """TRUE, FALSE or UNKNOWN for `node` on a request's context (`args` projected already);
+    `fields` maps each argument of the action to (Cedar type, required)."""
+    op = node[0]
+    if op == "and":
+        for n in node[1]:
+            r = evaluate(n, ctx, fields)
+            if r != TRUE:
+                return r
+        return TRUE
+    if op == "or":
+        for n in node[1]:
+            r = evaluate(n, ctx, fields)
+            if r != FALSE:
+                return r
+        return FALSE
+    if op == "not":
+        r = evaluate(node[1], ctx, fields)
+        return r if r == UNKNOWN else 1 - r
+    if op == "has":
+        container = _container(ctx, node[1])
+        if container is ABSENT:
+            return UNKNOWN
+        return TRUE if node[2] in container else FALSE
+    if op == "eq":
+        path, attr, literal = node[1], node[2], node[3]
+        container = _container(ctx, path)
+        value = ABSENT if container is ABSENT else container.get(attr, ABSENT)
+        if value is ABSENT or type(value) not in (str, int, bool):
+            return UNKNOWN  # the access errors, or Cedar holds a value we do not model
+        if path and not _typed(value, (fields.get(attr) or (None,))[0]):
+            return UNKNOWN
+        return TRUE if type(literal) is type(value) and literal == value else FALSE
+    return UNKNOWN
 
-    `args` is the request's (projected) `context.args`, or ABSENT; `fields` maps each argument of
-    the action to (Cedar type, required) as engine.catalogue declares it."""
-    for test in guard:
-        if test[0] == "ctx":
-            if args is ABSENT:
-                return True
-            continue
-        if not isinstance(args, dict):
-            return False  # `context.args...` would error: Cedar must see it
-        attr = test[1]
-        if test[0] == "has":
-            if attr not in args:
-                return True
-            continue
-        value = args.get(attr, ABSENT)
-        declared = fields.get(attr)
-        if value is ABSENT or declared is None or not _typed(value, declared[0]):
-            return False  # absent: the access errors; untyped: leave it to Cedar
-        literal = test[2]
-        if type(literal) is not type(value) or literal != value:
-            return True
-    return False
+
+def excluded(guard: Guard, ctx: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """True when Cedar would certainly find this policy's conditions false, without error."""
+    return guard is not None and evaluate(guard, ctx, fields) == FALSE
 
 
-def signature_names(guards: list[Guard]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The argument names a set of guards looks at: those compared by value, those only tested
-    for presence. A request's values for them decide which guarded policies drop out."""
-    eq = sorted({t[1] for g in guards for t in g if t[0] == "eq"})
-    has = sorted({t[1] for g in guards for t in g if t[0] == "has"} - set(eq))
-    return tuple(eq), tuple(has)
+def _names(node: Node, out: set[tuple[tuple[str, ...], str]]) -> None:
+    if node[0] in ("and", "or"):
+        for n in node[1]:
+            _names(n, out)
+    elif node[0] == "not":
+        _names(node[1], out)
+    elif node[0] in ("has", "eq"):
+        out.add((node[1], node[2]))
 
 
-def signature(args: Any, eq: tuple[str, ...], has: tuple[str, ...]) -> tuple[Any, ...]:
-    """What of a request's args the guards can see, as a hashable key. Values carry their type:
-    `True` and `1` are one dict key in Python but two values in Cedar."""
-    if args is ABSENT:
-        return (ABSENT,)
-    if not isinstance(args, dict):
-        return (type(args).__name__,)
+def signature_names(guards: list[Guard]) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """The context attributes a set of guards looks at, as (path, name)."""
+    out: set[tuple[tuple[str, ...], str]] = set()
+    for g in guards:
+        if g is not None:
+            _names(g, out)
+    return tuple(sorted(out))
+
+
+def signature(ctx: Mapping[str, Any], names: tuple[tuple[tuple[str, ...], str], ...]) -> tuple[Any, ...]:
+    """All the guards can see of a request's context, as a hashable key: for each attribute,
+    whether its container exists, and its value with its type (`True` and `1` are one dict key in
+    Python but two values in Cedar)."""
     out: list[Any] = []
-    for name in eq:
-        v = args.get(name, ABSENT)
-        out.append((type(v).__name__, v) if isinstance(v, str | int) else (type(v).__name__,))
-    out.extend(name in args for name in has)
+    for path, attr in names:
+        container = _container(ctx, path)
+        if container is ABSENT:
+            out.append(("no-container", type(ctx.get(path[0], ABSENT)).__name__))
+            continue
+        v = container.get(attr, ABSENT)
+        out.append((type(v).__name__, v) if type(v) in (str, int, bool) else (type(v).__name__,))
     return tuple(out)
 
 
-__all__ = ["ABSENT", "Guard", "excluded", "guard_of", "signature", "signature_names"]
+__all__ = ["ABSENT", "FALSE", "TRUE", "UNKNOWN", "Guard", "evaluate", "excluded", "guard_of", "signature",
+           "signature_names"]

@@ -12,10 +12,10 @@ request looks up every combination of its own keys per dimension (request_keys: 
 itself and its ancestors by in, its type by is, and None). Ancestors come from the same
 entity data handed to Cedar for that request, never from a separate copy.
 
-Within a scope slice, policies whose argument guard (engine/guards.py) is certainly false for
-the request's args drop out too: Cedar's cost grows with every policy it evaluates, and most
-tool policies open with such tests. The slice then depends on the few argument values the
-guards look at, so each scope slice keeps its own small cache by that signature.
+Within a scope slice, policies whose guard (engine/guards.py) is certainly false for the
+request's context drop out too: Cedar's cost grows with every policy it evaluates, and most
+policies open with such tests on their arguments. The slice then depends on the few context
+values the guards look at, so each scope slice keeps its own small cache by that signature.
 
 Building a Cedar PolicySet costs ~12 us per policy, so slices are cached twice: request key
 -> slice (per bundle), and slice content -> compiled PolicySet (PolicySets, shared across
@@ -31,7 +31,7 @@ from typing import Any
 
 import cedarpy
 
-from engine.guards import ABSENT, Guard, excluded, signature, signature_names
+from engine.guards import Guard, excluded, signature, signature_names
 
 Key = tuple[str, str] | None
 
@@ -106,9 +106,7 @@ class _Scoped:
 
     indices: tuple[int, ...]
     ps: cedarpy.PolicySet
-    eq: tuple[str, ...] = ()
-    has: tuple[str, ...] = ()
-    guarded: bool = False
+    names: tuple[tuple[tuple[str, ...], str], ...] = ()  # the context attributes its guards read
     by_signature: dict[tuple[Any, ...], Slice] = field(default_factory=dict)
 
 
@@ -121,7 +119,7 @@ class Slicer:
     def __init__(self, fragments: Sequence[str], scopes: Sequence[tuple[Sequence[Key], ...]],
                  sets: PolicySets | None = None, guards: Sequence[Guard] | None = None) -> None:
         self._fragments = list(fragments)  # '"<id>":<policy JSON>', the unit a PolicySet is built from
-        self._guards: list[Guard] = list(guards) if guards is not None else [()] * len(self._fragments)
+        self._guards: list[Guard] = list(guards) if guards is not None else [None] * len(self._fragments)
         if len(self._guards) != len(self._fragments):
             raise ValueError("one guard per policy")
         self._sets = sets if sets is not None else PolicySets()
@@ -151,32 +149,31 @@ class Slicer:
         )
 
     def slice_for(self, p_keys: frozenset[Key], a_keys: frozenset[Key], r_keys: frozenset[Key],
-                  args: Any = ABSENT, fields: Mapping[str, Any] | None = None) -> Slice:
+                  context: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None) -> Slice:
         """The policies Cedar must see for a request: its scope slice (`slice(request_key(...))`,
         remembered by the ancestry sets themselves: the engine hands in the same cached frozensets
         call after call, whose hashes Python keeps, so a hit costs one dict lookup), less the
-        policies whose argument guard `args` certainly fails.
+        policies whose guard (engine/guards.py) is certainly false for the request's context.
 
-        `args` is the request's projected `context.args` (ABSENT when it has none) and `fields`
-        the action's declared arguments; the action is fixed by `a_keys` (it holds the action's
-        own key), so one scope slice always sees one action's fields."""
+        `context` is the request's context as Cedar gets it (args projected) and `fields` the
+        action's declared arguments; the action is fixed by `a_keys` (it holds the action's own
+        key), so one scope slice always sees one action's fields."""
         ancestry = (p_keys, a_keys, r_keys)
         scoped = self._by_ancestry.get(ancestry)
         if scoped is None:
             indices, ps = self.slice(self.request_key(p_keys, a_keys, r_keys))
-            guards = [self._guards[i] for i in indices if self._guards[i]]
-            eq, has = signature_names(guards)
-            scoped = _Scoped(indices, ps, eq, has, bool(guards))
+            scoped = _Scoped(indices, ps, signature_names([self._guards[i] for i in indices]))
             if len(self._by_ancestry) >= self.CACHE_MAX:
                 self._by_ancestry.pop(next(iter(self._by_ancestry)))
             self._by_ancestry[ancestry] = scoped
-        if not scoped.guarded:
+        if not scoped.names:
             return scoped.indices, scoped.ps
-        sig = signature(args, scoped.eq, scoped.has)
+        ctx = context or {}
+        sig = signature(ctx, scoped.names)
         hit = scoped.by_signature.get(sig)
         if hit is None:
             declared = fields or {}
-            kept = tuple(i for i in scoped.indices if not excluded(self._guards[i], args, declared))
+            kept = tuple(i for i in scoped.indices if not excluded(self._guards[i], ctx, declared))
             hit = (kept, self._sets.get(tuple(self._fragments[i] for i in kept)))
             if len(scoped.by_signature) >= self.SIGNATURES_MAX:
                 scoped.by_signature.pop(next(iter(scoped.by_signature)))

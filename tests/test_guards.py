@@ -46,6 +46,26 @@ when { principal in Ops::Role::"ops_viewer" };
 @id("g.forbid-no-args")
 forbid (principal, action == Ops::Action::"echo.scan", resource)
 when { !(context has args) };
+
+@id("g.permit-either")
+permit (principal, action in [Ops::Action::"echo.ping", Ops::Action::"egress"], resource)
+when { (context has port && context.port == 8080) ||
+       (context has args && context.args has message && context.args.message == "either") };
+
+@id("g.forbid-either-then-error")
+forbid (principal, action in [Ops::Action::"echo.ping", Ops::Action::"egress"], resource)
+when { (context has port && context.port == 443) ||
+       (context has args && context.args has message && context.args.message == "either") }
+when { 9223372036854775807 + 1 > 0 };
+
+@id("g.forbid-unless-message")
+forbid (principal, action == Ops::Action::"echo.ping", resource)
+unless { context has args && context.args has message };
+
+@id("g.forbid-or-unmodelled")
+forbid (principal, action == Ops::Action::"echo.ping", resource)
+when { (context has args && context.args has message && context.args.message == "x") ||
+       context.now > datetime("2026-11-15T00:00:00Z") };
 """
 
 MESSAGES = [ABSENT, "boom", "go", "hi", "x", "", 5, True]
@@ -65,6 +85,9 @@ def requests() -> list[Request]:
             args["fail"] = fail
         ctx = {} if message is ABSENT and fail is ABSENT and role is None else {"args": args}
         out.append(Request(uid, action, Uid.of("Provider", "echo"), ctx, entities))
+    for port, scheme in itertools.product((443, 8080, 80), ("https", "http")):
+        out.append(Request(Uid.of("Provider", "sentry"), "egress", Uid.of("Host", "sentry.io"),
+                           {"scheme": scheme, "port": port}))
     return out
 
 
@@ -77,9 +100,8 @@ def test_sliced_decisions_equal_raw_cedar_on_hostile_guards(bundle_dir: Path) ->
         d = engine.decide(req, now=NOW)
         exp = ref.decide(req, ref.full)
         assert (d.allowed, frozenset(d.reasons), frozenset(d.errors)) == (exp.allowed, exp.reasons, exp.errors), req
-        args = req.context.get("args", ABSENT)
-        fields = bundle.args_types[req.action][1]
-        dropped += sum(excluded(guard_of(p.est), args, fields) for p in bundle.policies if p.id.startswith("g."))
+        fields = bundle.args_types[req.action][1] if req.action in bundle.args_types else {}
+        dropped += sum(excluded(guard_of(p.est), req.context, fields) for p in bundle.policies if p.id.startswith("g."))
     assert dropped > 50  # the guards really did drop policies, or agreement proves nothing
 
 
@@ -93,10 +115,17 @@ def test_sliced_decisions_equal_raw_cedar_on_hostile_guards(bundle_dir: Path) ->
     ('context has args && context.args has fail && context.args.fail == true', {"fail": False}, True),
     ('context.args has fail', ABSENT, False),  # would error without args
     ('1 + 9223372036854775807 > 0 && context has args', ABSENT, False),  # error first
+    ('(context has args && context.args has message) || context has port', ABSENT, True),
+    ('(context has args && context.args has message) || context has port', {"fail": True}, True),
+    ('context has port || context.args has message', {}, True),
+    ('context has port || context.args has message', ABSENT, False),  # second branch would error
+    ('!(context has args) || context.args has message', {"message": "m"}, False),
+    ('!(context has args && context.args has message)', {"message": "m"}, True),
+    ('(context has args && context.args has message) || 1 + 9223372036854775807 > 0', ABSENT, False),
 ])
 def test_guard_decides_only_what_is_certain(cedar: str, args: Any, out: bool) -> None:
     text = f'permit (principal, action, resource) when {{ {cedar} }};'
     est = cedarpy.policies_to_json_str(text)
     policy = next(iter(json.loads(est)["staticPolicies"].values()))
     fields = {"message": ("String", False), "fail": ("Bool", False)}
-    assert excluded(guard_of(policy), args, fields) is out
+    assert excluded(guard_of(policy), {} if args is ABSENT else {"args": args}, fields) is out
