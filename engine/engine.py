@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cedarpy
 import msgspec
 
 from engine.allowlist import host_entities
 from engine.bundle import Bundle, load_bundle, parse_limit
 from engine.catalogue import project
+from engine.cedar import authorize
 from engine.index import Key, request_keys, uid_key
 from engine.model import BundleError, Decision, Issue, Request, Shadow, Tier
 
@@ -72,10 +72,6 @@ class Verdict(msgspec.Struct, frozen=True):
     allowed: bool
     reasons: tuple[str, ...]
     errors: tuple[str, ...]
-
-
-def _raw(result: cedarpy.AuthzResult) -> Raw:
-    return Raw(result.decision.value, tuple(result.diagnostics.reasons), tuple(result.diagnostics.errors))
 
 
 def errored_policy(error: str) -> str | None:
@@ -240,7 +236,7 @@ class Engine:
         request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                    "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
         _, ps = b.enforce.slice_for(*keys, ctx, types[1] if types is not None else None)
-        parts = split(_raw(cedarpy.is_authorized(request, ps, resolved.entities, b.schema)), b.tier_ids,
+        parts = split(Raw(*authorize(request, ps, resolved.entities, b.schema)), b.tier_ids,
                       b.dryrun_ids, b.effect_of)
         v = verdict(parts.authz, b.effect_of)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import cedarpy
 
-from engine.guards import Guard, excluded, signature, signature_names
+from engine.guards import Guard, Signer, excluded, signature_names
 
 Key = tuple[str, str] | None
 
@@ -106,7 +106,7 @@ class _Scoped:
 
     indices: tuple[int, ...]
     ps: cedarpy.PolicySet
-    names: tuple[tuple[tuple[str, ...], str], ...] = ()  # the context attributes its guards read
+    signer: Signer | None = None  # the context attributes its guards read, as a cache key
     by_signature: dict[tuple[Any, ...], Slice] = field(default_factory=dict)
 
 
@@ -162,14 +162,15 @@ class Slicer:
         scoped = self._by_ancestry.get(ancestry)
         if scoped is None:
             indices, ps = self.slice(self.request_key(p_keys, a_keys, r_keys))
-            scoped = _Scoped(indices, ps, signature_names([self._guards[i] for i in indices]))
+            names = signature_names([self._guards[i] for i in indices])
+            scoped = _Scoped(indices, ps, Signer(names) if names else None)
             if len(self._by_ancestry) >= self.CACHE_MAX:
                 self._by_ancestry.pop(next(iter(self._by_ancestry)))
             self._by_ancestry[ancestry] = scoped
-        if not scoped.names:
+        if scoped.signer is None:
             return scoped.indices, scoped.ps
         ctx = context or {}
-        sig = signature(ctx, scoped.names)
+        sig = scoped.signer(ctx)
         hit = scoped.by_signature.get(sig)
         if hit is None:
             declared = fields or {}
