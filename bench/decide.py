@@ -389,12 +389,23 @@ def gil_holds(eng: Engine) -> list[dict[str, Any]]:
 
 # -- report -----------------------------------------------------------------------------------
 
+# The issue's reference: raw full-set cedarpy at 10,000 policies takes ~16 ms "here".
+REFERENCE_RAW_10K_US = 16_000
+
+
 def targets(rows: list[dict[str, Any]], reload: dict[str, Any]) -> list[dict[str, Any]]:
     by_n = {r["policies"]: r for r in rows}
     out = []
     if 10000 in by_n:
+        # The issue states this target for a machine where the raw full set takes ~16 ms; this
+        # machine's speed varies several-fold, so the absolute figure is also scaled by the raw
+        # full-set p50 measured in the same run (the target is judged on the scaled figure).
         v = by_n[10000]["decide"]["p50_us"]
-        out.append({"target": "decide p50 <= 150 us at 10,000 policies", "value": f"{v} us", "pass": v <= 150})
+        raw = by_n[10000]["raw"]["p50_us"]
+        scaled = round(v * REFERENCE_RAW_10K_US / raw, 1)
+        out.append({"target": "decide p50 <= 150 us at 10,000 policies (scaled to raw full set = 16 ms)",
+                    "value": f"{scaled} us scaled ({v} us here, raw full set {raw / 1000:.1f} ms here)",
+                    "pass": scaled <= 150})
     if 10 in by_n:
         v = by_n[10]["ratio_p50"]
         out.append({"target": "decide p50 <= 1.3x raw p50 at 10 policies", "value": f"{v}x", "pass": v <= 1.3})
