@@ -78,7 +78,9 @@ def main() -> None:
     if a.mode == "bare":
         app = bare_app(config)
     else:
-        app, services, _ = build_app(config)
+        # The same one provider as `bare` serves: the comparison is governance, not how many
+        # tools a listing carries (the SDK client lists tools around every call).
+        app, services, _ = build_app(config, providers=[EchoProvider()])
         if a.mode == "governed":  # issue 3's governance (auth, decision, tier, limiter), no audit store
             services.pipeline.audit = None
     import logging

@@ -92,6 +92,7 @@ class Pipeline:
         # Applied to everything a provider says that goes back to the client (results, tool
         # errors, refusals): vault secrets never leave the gateway, even if a provider echoes one.
         self.scrub = scrub or (lambda text: text)
+        self._listings: dict[tuple[str, str | None, str], tuple[float, types.ListToolsResult]] = {}
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
         """The tools this caller may call at all: each tool's own decision, asked without args."""
@@ -101,10 +102,26 @@ class Pipeline:
                 if self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
                                       now=now).allowed]
 
+    # MCP clients list tools around every call (the SDK client does, to validate structured
+    # output), and a listing is one decision per served tool: 40 tools cost ~2.7 ms. A listing is
+    # not an enforcement point (every call is decided afresh), so a caller's listing is reused for
+    # up to this long under the same bundle revision; a reload shows at once.
+    LIST_TTL_S = 1.0
+    LIST_CACHE_MAX = 4096
+
     def list_tools(self, caller: Caller) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[
+        key = (caller.id, caller.role, self.engine.bundle.revision)
+        now = time.monotonic()
+        hit = self._listings.get(key)
+        if hit is not None and now - hit[0] < self.LIST_TTL_S:
+            return hit[1]
+        result = types.ListToolsResult(tools=[
             types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
             for t in self.visible_tools(caller)])
+        if len(self._listings) >= self.LIST_CACHE_MAX:
+            self._listings.clear()  # bounded; a full sweep is cheaper than bookkeeping an LRU
+        self._listings[key] = (now, result)
+        return result
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                         out: CallResult | None = None) -> types.CallToolResult:
