@@ -145,4 +145,20 @@ class GatewayRuntime:
                                 result=result if isinstance(result, dict) else {"result": result}, duration_ms=0)
 
 
-__all__ = ["GatewayRuntime", "caller_entities", "secret_owner"]
+class ProviderDoor:
+    """What a provider is actually bound to: the Runtime protocol's five methods and nothing else.
+    Binding the GatewayRuntime itself would hand every provider `.engine`, `.vault` and `.audit`
+    in-process; the independence scan (tests/test_independence.py) forbids reaching for them,
+    and this makes them unreachable by attribute too."""
+
+    __slots__ = ("authorize", "egress", "emit_event", "has_role", "read_secret")
+
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.authorize = runtime.authorize
+        self.egress = runtime.egress
+        self.has_role = runtime.has_role
+        self.read_secret = runtime.read_secret
+        self.emit_event = runtime.emit_event
+
+
+__all__ = ["GatewayRuntime", "ProviderDoor", "caller_entities", "secret_owner"]

@@ -28,7 +28,7 @@ from gateway.errors import Code, GatewayError
 from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
-from gateway.runtime import GatewayRuntime
+from gateway.runtime import GatewayRuntime, ProviderDoor
 from gateway.services import Services
 from otel.events import EventStore, OutboxEventStore, PostgresEventStore, SqliteEventStore
 from otel.redact import Redactor
@@ -134,7 +134,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
-    registry = Registry(providers if providers is not None else default_providers(config), runtime=runtime)
+    registry = Registry(providers if providers is not None else default_providers(config),
+                        runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
 
 

@@ -100,3 +100,11 @@ async def test_an_unbound_provider_refuses_every_export() -> None:
         p.validate_hostname("https://api.socket.dev")
     with pytest.raises(Refused):
         await p.require_ops_access("ops_viewer")  # no caller in context
+
+
+def test_a_registered_provider_reaches_the_runtime_protocol_and_nothing_more(gw: RunningGateway) -> None:
+    provider = gw.services.registry.providers["echo"]
+    for name in ("authorize", "egress", "has_role", "read_secret", "emit_event"):
+        assert callable(getattr(provider.runtime, name))
+    for insides in ("engine", "vault", "audit", "revealed", "clock"):
+        assert not hasattr(provider.runtime, insides), insides
