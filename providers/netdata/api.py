@@ -13,17 +13,7 @@ from typing import Any
 import httpx
 
 from providers.sdk import ToolError
-
-DEFAULT_RETRY_S = 60
-MAX_DETAIL = 300
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """An upstream's words with our credentials cut out, short enough for a tool error."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text[:MAX_DETAIL]
+from providers.sdk.upstream import MAX_DETAIL, retry_after, scrub
 
 
 def detail_of(response: httpx.Response) -> str:
@@ -36,11 +26,6 @@ def detail_of(response: httpx.Response) -> str:
         if code or message:
             return ": ".join(str(x) for x in (code, message) if x)
     return response.text.strip()[:MAX_DETAIL] or response.reason_phrase
-
-
-def retry_after(response: httpx.Response) -> int:
-    header = (response.headers.get("Retry-After") or "").strip()
-    return max(1, int(header)) if header.isdigit() else DEFAULT_RETRY_S
 
 
 class NetdataAPI:
@@ -91,4 +76,4 @@ class NetdataAPI:
             raise ToolError(f"netdata: {what}: {self.who} answered {response.status_code} without JSON") from None
 
 
-__all__ = ["NetdataAPI", "detail_of", "retry_after", "scrub"]
+__all__ = ["NetdataAPI", "detail_of"]

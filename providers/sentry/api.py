@@ -16,20 +16,10 @@ from typing import Any
 import httpx
 
 from providers.sdk import ToolError
+from providers.sdk.upstream import DEFAULT_RETRY_S, MAX_DETAIL, scrub
+from providers.sdk.upstream import retry_after as retry_after_header
 
-# When Sentry says neither when to come back nor how long its window is.
-DEFAULT_RETRY_S = 60
-MAX_DETAIL = 300
 MAX_PAGES = 100  # per call: a guard against an upstream that pages forever (empty pages, new cursors)
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """An upstream's words with our credentials cut out (a hostile or careless upstream may echo
-    the Authorization header back), shortened to something a tool error can carry."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text[:MAX_DETAIL]
 
 
 def detail_of(response: httpx.Response) -> str:
@@ -45,9 +35,8 @@ def detail_of(response: httpx.Response) -> str:
 def retry_after(response: httpx.Response, *, now: float | None = None) -> int:
     """Seconds until Sentry will take the call again: Retry-After (ingest), else the rate-limit
     window's reset time, else a conservative default."""
-    header = response.headers.get("Retry-After")
-    if header and header.strip().isdigit():
-        return max(1, int(header.strip()))
+    if response.headers.get("Retry-After"):
+        return retry_after_header(response)
     reset = response.headers.get("X-Sentry-Rate-Limit-Reset")
     if reset:
         try:

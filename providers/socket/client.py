@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -19,6 +17,7 @@ import httpx
 import msgspec
 
 from providers.sdk import ToolError
+from providers.sdk.upstream import retry_after, scrub
 
 T = TypeVar("T")
 
@@ -32,15 +31,8 @@ def seg(value: str) -> str:
 
 
 def retry_after_s(response: httpx.Response) -> int:
-    """Retry-After as whole seconds (>= 1): delta-seconds or an HTTP date; a default when absent."""
-    raw = response.headers.get("retry-after", "").strip()
-    if raw.isdigit():
-        return max(1, int(raw))
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_S
-    return max(1, int((when - datetime.now(UTC)).total_seconds() + 0.999))
+    """Retry-After as whole seconds (>= 1); a default when absent."""
+    return retry_after(response, DEFAULT_RETRY_AFTER_S)
 
 
 def upstream_message(response: httpx.Response) -> str:
@@ -60,8 +52,7 @@ class SocketClient:
         self._token = token
 
     def _scrub(self, text: str) -> str:
-        text = text.replace(self._token, "[redacted]") if self._token else text
-        return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+        return scrub(text, self._token, mark="[redacted]", limit=MAX_MESSAGE)
 
     def error(self, response: httpx.Response, doing: str) -> ToolError:
         status = response.status_code
