@@ -83,3 +83,28 @@ def running_gateway(config: GatewayConfig, providers: list[Any] | None = None) -
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def call(gw: RunningGateway, role: str | None, tool: str, args: dict[str, Any]) -> Any:
+    """The tool's MCP result, or the gateway's error code when the call was refused."""
+    try:
+        async with gw.client(gw.token(role)) as c:
+            return await c.call_tool(tool, args)
+    except BaseException as e:
+        return code_of(e)
+
+
+async def ok(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The structured answer of a call that must succeed."""
+    r = await call(gw, role, tool, args)
+    assert not isinstance(r, str), r
+    assert not r.is_error, r.structured_content
+    return r.structured_content
+
+
+async def tool_error(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The structured answer of a call that must end in a tool error (the upstream failed)."""
+    r = await call(gw, role, tool, args)
+    assert not isinstance(r, str), r
+    assert r.is_error, r.structured_content
+    return r.structured_content

@@ -9,7 +9,6 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ import yaml
 from gateway.config import GatewayConfig
 from providers.netdata import NetdataProvider
 from tests.conftest import POLICIES, put_secret
-from tests.harness import RunningGateway, code_of, running_gateway
+from tests.harness import RunningGateway, call, ok, running_gateway, tool_error
 from tests.upstreams.netdata import NODES, ROOM, SPACE, NetdataAgentImitation, NetdataCloudImitation
 
 pytestmark = pytest.mark.anyio
@@ -71,28 +70,6 @@ def clean(cloud: NetdataCloudImitation, agent: NetdataAgentImitation, state: Pat
     cloud.reset()
     agent.reset()
     put_secret(state / "vault", "netdata_token", TOKEN)
-
-
-async def call(gw: RunningGateway, role: str | None, tool: str, args: dict[str, Any]) -> Any:
-    try:
-        async with gw.client(gw.token(role)) as c:
-            return await c.call_tool(tool, args)
-    except BaseException as e:
-        return code_of(e)
-
-
-async def ok(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await call(gw, role, tool, args)
-    assert not isinstance(r, str), r
-    assert not r.is_error, r.structured_content
-    return r.structured_content
-
-
-async def tool_error(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await call(gw, role, tool, args)
-    assert not isinstance(r, str), r
-    assert r.is_error, r.structured_content
-    return r.structured_content
 
 
 # -- Cloud reads -------------------------------------------------------------------------------

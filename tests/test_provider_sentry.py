@@ -8,7 +8,6 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from providers.sentry import SentryProvider
 from providers.sentry.api import retry_after
 from providers.sentry.envelope import DSN, InvalidDSN
 from tests.conftest import POLICIES, put_secret
-from tests.harness import RunningGateway, code_of, running_gateway
+from tests.harness import RunningGateway, call, ok, running_gateway, tool_error
 from tests.upstreams.sentry import FULL, READ, SentryImitation
 
 pytestmark = pytest.mark.anyio
@@ -70,29 +69,6 @@ def clean(upstream: SentryImitation, vault_dir: Path) -> Iterator[None]:
     upstream.reset()
     upstream.rate_limited = upstream.ingest_rate_limited = False
     put_secret(vault_dir / "vault", "sentry_auth_token", TOKEN)
-
-
-async def call(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> Any:
-    """The tool's structured answer, or the gateway's error code when the call was refused."""
-    try:
-        async with gw.client(gw.token(role)) as c:
-            return await c.call_tool(tool, args)
-    except BaseException as e:
-        return code_of(e)
-
-
-async def ok(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await call(gw, role, tool, args)
-    assert not isinstance(r, str), r
-    assert not r.is_error, r.structured_content
-    return r.structured_content
-
-
-async def tool_error(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await call(gw, role, tool, args)
-    assert not isinstance(r, str), r
-    assert r.is_error, r.structured_content
-    return r.structured_content
 
 
 # -- reads and paging ------------------------------------------------------------------------
