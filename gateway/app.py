@@ -44,8 +44,14 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, services))
-        async with manager.run():
-            yield
+        watcher = asyncio.create_task(_watch_expiries(services))
+        try:
+            async with manager.run():
+                yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if services.limiter is not None:
             await services.limiter.close()
         if services.audit is not None:
@@ -58,6 +64,29 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
     app.state.health_timeout_s = health_timeout_s
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
     return app
+
+
+EXPIRY_CHECK_S = 30.0
+
+
+async def _watch_expiries(services: Services) -> None:
+    """Deviation exceptions stop working at their expiry second inside the engine (no I/O there);
+    this writes the "expired" lifecycle row soon after, at start-up and every EXPIRY_CHECK_S,
+    so the audit trail does not wait for the monthly review."""
+    root = services.engine.exceptions_dir
+    if root is None or services.audit is None:
+        return
+    from engine.exceptions import scan
+    from gateway.exception_lifecycle import LifecycleEvents
+
+    events = LifecycleEvents(services.audit.store)
+    while True:
+        try:
+            await events.record_expiries(scan(root), services.clock())
+        except Exception as e:  # the next round tries again; serving never depends on this
+            logging.getLogger("opsgate.exceptions").warning("recording expired exceptions failed: %s",
+                                                            type(e).__name__)
+        await asyncio.sleep(EXPIRY_CHECK_S)
 
 
 def _reload(services: Services) -> Any:

@@ -12,6 +12,7 @@ expired, revoked, reviewed), `exception_ids` naming the exception, the actor as 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -283,10 +284,10 @@ class LifecycleEvents:
         self.store = store
 
     async def record(self, step: str, exception_id: str, *, actor: str | None, detail: dict[str, Any] | None = None,
-                     exception_ids: list[str] | None = None) -> str:
+                     exception_ids: list[str] | None = None, event_id: str | None = None) -> str:
         assert step in STEPS, step
         decision = {"approved": "allow", "refused": "deny"}.get(step, "none")
-        event = RunEvent(id=new_event_id(), provider="opsgate", tool=f"exception.{step}", caller_id=actor,
+        event = RunEvent(id=event_id or new_event_id(), provider="opsgate", tool=f"exception.{step}", caller_id=actor,
                          payload={"exception": exception_id, **(detail or {})}, result={"status": step},
                          decision=decision, duration_ms=0, created_at=utc_timestamp(),
                          exception_ids=[exception_id] if exception_ids is None else exception_ids)
@@ -303,7 +304,11 @@ class LifecycleEvents:
         new = [r for r in expired if r.id not in seen]
         for r in new:
             assert r.spec is not None
-            await self.record("expired", r.id, actor=None, detail={"expires_at": iso(r.spec.expires_at)})
+            # One id per exception and expiry: stores insert by id at most once, so gateways (and
+            # `review`) noticing the same expiry at once still leave one row.
+            once = str(uuid.uuid5(uuid.NAMESPACE_URL, f"opsgate:exception-expired:{r.id}:{iso(r.spec.expires_at)}"))
+            await self.record("expired", r.id, actor=None, detail={"expires_at": iso(r.spec.expires_at)},
+                              event_id=once)
         return [r.id for r in new]
 
 

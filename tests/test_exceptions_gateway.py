@@ -128,3 +128,30 @@ async def _get(gw: RunningGateway, path: str, token: str) -> Any:
         r = await http.get(path, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+async def test_a_running_gateway_records_an_expiry_once_without_waiting_for_review(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.exception_fixtures import NOW, file_and_approve
+
+    exceptions = tmp_path / "exceptions"
+    # Approved for six hours from the fixtures' clock (2026-11-21T12:00Z): long expired by now.
+    gone = file_and_approve(exceptions, "netdata", 5, {"hosts": [AGENT]}, days=0.25, at=NOW)
+
+    async def expired_rows(g: RunningGateway) -> list[Any]:
+        assert g.services.audit is not None
+        rows = await g.services.audit.store.query(provider="opsgate", limit=1000)
+        return [e for e in rows if e.tool == "exception.expired"]
+
+    for _ in range(2):  # a second gateway on the same audit store must not record it again
+        config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path / "state"), exceptions=str(exceptions))
+        with running_gateway(config) as g:
+            for _ in range(100):
+                if await expired_rows(g):
+                    break
+                await asyncio.sleep(0.05)
+            rows = await expired_rows(g)
+            assert [e.exception_ids for e in rows] == [[gone]]
+            assert not agent_egress(g).allowed
