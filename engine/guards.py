@@ -198,31 +198,16 @@ def signature_names(guards: list[Guard]) -> tuple[tuple[tuple[str, ...], str], .
     return tuple(sorted(out))
 
 
-def signature(ctx: Mapping[str, Any], names: tuple[tuple[tuple[str, ...], str], ...]) -> tuple[Any, ...]:
-    """All the guards can see of a request's context, as a hashable key (the slow, general form;
-    `Signer` is the fast one). For each attribute: whether its container exists, and its value
-    with its type (`True` and `1` are one dict key in Python but two values in Cedar)."""
-    out: list[Any] = []
-    for path, attr in names:
-        container = _container(ctx, path)
-        if container is ABSENT:
-            out.append(("no-container", type(ctx.get(path[0], ABSENT)).__name__))
-            continue
-        v = container.get(attr, ABSENT)
-        out.append((type(v).__name__, v) if type(v) in (str, int, bool) else (type(v).__name__,))
-    return tuple(out)
-
-
 class Signer:
-    """The signature of a request's context for one set of guards, computed at C speed: the raw
-    values of the attributes the guards read, and their types. An absent attribute reads as None,
-    which Cedar cannot hold (a null in a context is refused whatever the policies), so the two
-    never need telling apart."""
+    """The signature of a request's context for one set of guards, as a hashable cache key
+    computed at C speed: the raw values of the attributes the guards read, and their types
+    (`True` and `1` are one dict key in Python but two values in Cedar). An absent attribute
+    reads as None, which Cedar cannot hold (a null in a context is refused whatever the
+    policies), so the two never need telling apart."""
 
-    __slots__ = ("arg_names", "ctx_names", "names")
+    __slots__ = ("arg_names", "ctx_names")
 
     def __init__(self, names: tuple[tuple[tuple[str, ...], str], ...]) -> None:
-        self.names = names
         self.ctx_names = tuple(a for p, a in names if not p)
         self.arg_names = tuple(a for p, a in names if p)
 
@@ -261,4 +246,4 @@ class _Opaque:
 
 
 __all__ = ["ABSENT", "FALSE", "TRUE", "UNKNOWN", "Guard", "Signer", "evaluate", "excluded", "guard_of",
-           "signature", "signature_names"]
+           "signature_names"]

@@ -51,10 +51,14 @@ class CallResult(msgspec.Struct):
     event_id: str | None = None  # set once the audit trail has journaled the call's start
 
 
+def principal(user_id: str, role: str | None) -> tuple[Uid, tuple[Entity, ...]]:
+    """A caller as Cedar sees it: the user, whose one parent is its ops role (if any)."""
+    uid = Uid.of("User", user_id)
+    return uid, (Entity(uid, (Uid.of("Role", role),) if role else ()),)
+
+
 def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
-    uid = Uid.of("User", caller.id)
-    parents = (Uid.of("Role", caller.role),) if caller.role else ()
-    return uid, (Entity(uid, parents),)
+    return principal(caller.id, caller.role)
 
 
 def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.CallToolResult:
@@ -295,4 +299,4 @@ def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str |
                      rate_bucket=refused or [o.bucket for o in out.limits] or None, error_type=error_code)
 
 
-__all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal_of", "to_result"]
+__all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of", "to_result"]

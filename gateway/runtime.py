@@ -16,15 +16,11 @@ from opentelemetry import trace
 from engine import Decision, Engine, Entity, Request, Uid, utcnow
 from gateway.audit import Audit
 from gateway.errors import GatewayError
+from gateway.pipeline import principal
 from providers.sdk import CallContext, Verdict, current_call
 from providers.sdk.vault import SecretNotFound, Vault, VaultError
 
 log = logging.getLogger("opsgate.runtime")
-
-
-def caller_entities(call: CallContext) -> tuple[Uid, tuple[Entity, ...]]:
-    uid = Uid.of("User", call.caller_id)
-    return uid, (Entity(uid, (Uid.of("Role", call.role),) if call.role else ()),)
 
 
 def secret_owner(key: str) -> str:
@@ -62,7 +58,7 @@ class GatewayRuntime:
 
     def authorize(self, provider: str, action: str, resource: tuple[str, str], context: dict[str, Any],
                   call: CallContext) -> Verdict:
-        uid, entities = caller_entities(call)
+        uid, entities = principal(call.caller_id, call.role)
         return self._verdict(Request(uid, action, Uid.of(*resource), context, entities), f"{action} for {provider}")
 
     def egress(self, provider: str, *, scheme: str, host: str, port: int) -> Verdict:
@@ -161,4 +157,4 @@ class ProviderDoor:
         self.emit_event = runtime.emit_event
 
 
-__all__ = ["GatewayRuntime", "ProviderDoor", "caller_entities", "secret_owner"]
+__all__ = ["GatewayRuntime", "ProviderDoor", "secret_owner"]

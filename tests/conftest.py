@@ -95,3 +95,16 @@ def put_secret(vault_dir: str | Path, name: str, value: str) -> None:
     t.join()
     if failure:
         raise failure[0]
+
+
+async def admin_sql(*statements: str) -> None:
+    """Run statements as the superuser on the `postgres` database, in order (creating and
+    dropping the tests' own databases and roles)."""
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()

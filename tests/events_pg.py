@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from otel.events import apply_migrations
-from tests.conftest import require_service
+from tests.conftest import admin_sql, require_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql://{user}@{host}:{port}/{db}"
@@ -44,11 +44,7 @@ def run_sync(coro: Any) -> Any:
 
 
 async def _create(db: PgDb, users: list[str]) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", host="127.0.0.1", port=5432, db="postgres"))
-    try:
-        await conn.execute(f"create database {db.name}")
-    finally:
-        await conn.close()
+    await admin_sql(f"create database {db.name}")
     conn = await asyncpg.connect(db.admin_dsn)
     try:
         await conn.execute((ROOT / "tests" / "supabase_stub.sql").read_text())
@@ -61,12 +57,7 @@ async def _create(db: PgDb, users: list[str]) -> None:
 
 
 async def _drop(db: PgDb) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", host="127.0.0.1", port=5432, db="postgres"))
-    try:
-        await conn.execute(f"drop database if exists {db.name} with (force)")
-        await conn.execute(f"drop role if exists {db.login}")
-    finally:
-        await conn.close()
+    await admin_sql(f"drop database if exists {db.name} with (force)", f"drop role if exists {db.login}")
 
 
 @contextlib.contextmanager

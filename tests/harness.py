@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import uvicorn
 from mcp import Client
@@ -20,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.config import GatewayConfig
 from gateway.serve import build_app, demo_user_id, mint_token
 from gateway.services import Services
+from tests.conftest import ROOT
 
 
 def unwrap(exc: BaseException) -> MCPError:
@@ -68,21 +74,76 @@ class RunningGateway:
 
 @contextlib.contextmanager
 def running_gateway(config: GatewayConfig, providers: list[Any] | None = None) -> Iterator[RunningGateway]:
-    port = free_port()
     app, services, secret = build_app(config, providers=providers)
+    with serving_app(app, "gateway") as url:
+        yield RunningGateway(url, services, secret, config.auth_issuer)
+
+
+@contextlib.contextmanager
+def serving_app(app: Any, what: str = "app") -> Iterator[str]:
+    """Run an ASGI app under uvicorn on a free loopback port, in a thread, until the block ends;
+    yields its base URL."""
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("gateway did not start")
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.02)
     try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", services, secret, config.auth_issuer)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class GatewayProcess:
+    """A gateway running as a child process (its output in `log`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log = log
+
+    def log_tail(self, n: int = 40) -> str:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(lines[-n:])
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/health", timeout=10).json()
+
+
+@contextlib.contextmanager
+def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> Iterator[GatewayProcess]:
+    """`python -m <module_argv>` serving on `port`, yielded once GET /health/live answers;
+    terminated (killed if it will not stop) afterwards."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", *module_argv], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"gateway {name} exited with {proc.returncode}:\n{gw.log_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(gw.url + "/health/live", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway {name} not live after 30 s:\n{gw.log_tail()}")
+            time.sleep(0.05)
+        yield gw
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 async def call(gw: RunningGateway, role: str | None, tool: str, args: dict[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from otel.events import apply_migrations
 from providers.omega import OmegaConfig
 from providers.omega.db import SEED, SqliteDatabase
 from providers.omega.model import TABLES
+from tests.conftest import admin_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql://{user}@127.0.0.1:5432/{db}"
@@ -72,11 +73,7 @@ def sqlite_env(tmp: Path) -> OmegaEnv:
 
 
 async def _pg_setup(db: str, login: str) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"create database {db}")
-    finally:
-        await conn.close()
+    await admin_sql(f"create database {db}")
     conn = await asyncpg.connect(PG.format(user="postgres", db=db))
     try:
         await conn.execute((ROOT / "tests" / "supabase_stub.sql").read_text())
@@ -91,12 +88,7 @@ async def _pg_setup(db: str, login: str) -> None:
 
 
 async def _pg_teardown(db: str, login: str) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"drop database if exists {db} with (force)")
-        await conn.execute(f"drop role if exists {login}")
-    finally:
-        await conn.close()
+    await admin_sql(f"drop database if exists {db} with (force)", f"drop role if exists {login}")
 
 
 def postgres_env() -> Iterator[OmegaEnv]:

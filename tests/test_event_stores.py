@@ -36,7 +36,7 @@ from otel.events import (
     new_event_id,
     utc_timestamp,
 )
-from tests.conftest import require_service
+from tests.conftest import admin_sql, require_service
 
 pytestmark = pytest.mark.anyio
 
@@ -54,11 +54,7 @@ class PgDb:
 
 
 async def _create_db(name: str, login: str) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"create database {name}")
-    finally:
-        await conn.close()
+    await admin_sql(f"create database {name}")
     conn = await asyncpg.connect(PG.format(user="postgres", db=name))
     try:
         await conn.execute((ROOT / "tests" / "supabase_stub.sql").read_text())
@@ -75,12 +71,7 @@ async def _create_db(name: str, login: str) -> None:
 
 
 async def _drop_db(name: str, login: str) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"drop database if exists {name} with (force)")
-        await conn.execute(f"drop role if exists {login}")
-    finally:
-        await conn.close()
+    await admin_sql(f"drop database if exists {name} with (force)", f"drop role if exists {login}")
 
 
 def _run(coro: Coroutine[object, object, None]) -> None:

@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -38,54 +36,22 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.config import GatewayConfig
 from gateway.serve import mint_token, signing_key
 from otel.events import SqliteEventStore
-from tests.conftest import POLICIES, ROOT
+from tests.conftest import POLICIES
 from tests.events_pg import PgDb, TcpProxy, fetch, fresh_database
-from tests.harness import free_port
+from tests.harness import GatewayProcess, free_port, serving_process
 
 pytestmark = pytest.mark.anyio
 
 WORKERS = 8
 
 
-class Gateway:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc, self.url, self.log = proc, url, log
-
-    def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/health", timeout=10).json()
-
-
 @contextlib.contextmanager
-def gateway(tmp: Path, name: str, state: Path, started: Path, extra: list[str]) -> Iterator[Gateway]:
+def gateway(tmp: Path, name: str, state: Path, started: Path, extra: list[str]) -> Iterator[GatewayProcess]:
     port = free_port()
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.events_gateway", "--port", str(port), "--policies", str(POLICIES),
-             "--state-dir", str(state), "--started", str(started), *extra],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT)
-    gw = Gateway(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"gateway {name} exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(gw.url + "/health/live", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gateway {name} not live after 30 s:\n{log.read_text()}")
-            time.sleep(0.05)
+    argv = ["tests.events_gateway", "--port", str(port), "--policies", str(POLICIES), "--state-dir", str(state),
+            "--started", str(started), *extra]
+    with serving_process(argv, port, tmp / f"{name}.log", name) as gw:
         yield gw
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def admin_token(state: Path, user: str) -> str:
@@ -153,7 +119,7 @@ async def stored_rows(store: str, state: Path, pg: PgDb | None, user: str) -> li
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def wait_drained(gw: Gateway) -> None:
+def wait_drained(gw: GatewayProcess) -> None:
     deadline = time.monotonic() + 60
     while (outbox := gw.health()["events"]["outbox"])["backlog"]:
         assert time.monotonic() < deadline, f"outbox never drained: {outbox}"

@@ -23,7 +23,7 @@ from gateway.exception_lifecycle import approve, revoke
 from gateway.serve import mint_token, signing_key
 from otel.events import SqliteEventStore, apply_migrations
 from otel.events.postgres import PostgresEventStore
-from tests.conftest import ROOT, require_service
+from tests.conftest import ROOT, admin_sql, require_service
 from tests.exception_fixtures import ADMIN, ADMIN_ACTOR, KEY, REQUESTER, file
 
 AGENT = "http://agent-7.lan:19999"
@@ -202,9 +202,7 @@ def pg_url() -> Iterator[str]:
     name = f"opsgate_exc_{secrets.token_hex(4)}"
 
     async def create() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        await conn.execute(f"create database {name}")
-        await conn.close()
+        await admin_sql(f"create database {name}")
         conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}")
         try:
             await conn.execute((ROOT / "tests" / "supabase_stub.sql").read_text())
@@ -215,9 +213,7 @@ def pg_url() -> Iterator[str]:
             await conn.close()
 
     async def drop() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        await conn.execute(f"drop database if exists {name} with (force)")
-        await conn.close()
+        await admin_sql(f"drop database if exists {name} with (force)")
 
     asyncio.run(create())
     try:

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from gateway.config import GatewayConfig
-from tests.conftest import POLICIES, require_service
+from tests.conftest import POLICIES, admin_sql, require_service
 from tests.harness import RunningGateway, code_of, running_gateway, unwrap
 from tests.test_gateway_e2e import call
 
@@ -24,12 +24,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     import asyncio
 
     name = f"opsgate_fresh_{uuid.uuid4().hex[:12]}"
-    admin_dsn = "postgresql://postgres@127.0.0.1:5432/postgres"
 
     async def setup() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        await conn.execute(f'create database "{name}"')
-        await conn.close()
+        await admin_sql(f'create database "{name}"')
         db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}")
         await db.execute("create schema auth; create table auth.users (id uuid primary key, banned_until timestamptz,"
                          " deleted_at timestamptz, raw_app_meta_data jsonb)")
@@ -38,9 +35,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         await db.close()
 
     async def teardown() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        await conn.execute(f'drop database if exists "{name}" with (force)')
-        await conn.close()
+        await admin_sql(f'drop database if exists "{name}" with (force)')
 
     asyncio.run(setup())
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path_factory.mktemp("state")),

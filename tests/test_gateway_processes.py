@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,8 +33,8 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
 from gateway.serve import demo_user_id, mint_token, signing_key
-from tests.conftest import POLICIES, ROOT
-from tests.harness import free_port, unwrap
+from tests.conftest import POLICIES
+from tests.harness import GatewayProcess, free_port, serving_process, unwrap
 
 pytestmark = pytest.mark.anyio
 
@@ -67,52 +64,15 @@ def dev_secret(state_dir: Path) -> bytes:
     return signing_key(GatewayConfig(state_dir=str(state_dir)))
 
 
-class GatewayProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc = proc
-        self.url = url
-        self.log = log
-
-    def log_tail(self, n: int = 40) -> str:
-        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-        return "\n".join(lines[-n:])
-
-
 @contextlib.contextmanager
 def gateway_process(tmp: Path, name: str, *, policies: Path, state_dir: Path,
                     extra: list[str] | None = None) -> Iterator[GatewayProcess]:
     """`opsgate serve` as a child process, ready (GET /health/live answered) when yielded."""
     port = free_port()
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--policies", str(policies),
-            "--state-dir", str(state_dir), *(extra or [])]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
-    gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"gateway {name} exited with {proc.returncode}:\n{gw.log_tail()}")
-            try:
-                if httpx.get(gw.url + "/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gateway {name} not live after 30 s:\n{gw.log_tail()}")
-            time.sleep(0.05)
+    argv = ["gateway.cli", "serve", "--port", str(port), "--policies", str(policies), "--state-dir", str(state_dir),
+            *(extra or [])]
+    with serving_process(argv, port, tmp / f"{name}.log", name) as gw:
         yield gw
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from tests.conftest import POLICIES, put_secret
-from tests.harness import RunningGateway, code_of, running_gateway
-from tests.upstreams import serve
+from tests.harness import RunningGateway, code_of, running_gateway, serving_app
 from tests.upstreams.socket import ALL_SCOPES, SocketState, artifact, build_app, make_alerts, make_repos
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +47,7 @@ def fresh_state() -> SocketState:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[str, SocketState]]:
     state = fresh_state()
-    with serve(build_app(state)) as url:
+    with serving_app(build_app(state), "Socket imitation") as url:
         yield url, state
 
 

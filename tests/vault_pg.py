@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import require_service
+from tests.conftest import admin_sql, require_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql://{user}@127.0.0.1:5432/{db}"
@@ -32,13 +32,7 @@ class PgVault:
 
 
 async def _setup(pg: PgVault) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"create database {pg.db}")
-        await conn.execute(f"create role {pg.reader} login")
-        await conn.execute(f"create role {pg.operator} login")
-    finally:
-        await conn.close()
+    await admin_sql(f"create database {pg.db}", f"create role {pg.reader} login", f"create role {pg.operator} login")
     conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute((ROOT / "tests" / "vault_schema.sql").read_text())
@@ -55,13 +49,8 @@ async def _setup(pg: PgVault) -> None:
 
 
 async def _teardown(pg: PgVault) -> None:
-    conn = await asyncpg.connect(PG.format(user="postgres", db="postgres"))
-    try:
-        await conn.execute(f"drop database if exists {pg.db} with (force)")
-        for role in (pg.reader, pg.operator):
-            await conn.execute(f"drop role if exists {role}")
-    finally:
-        await conn.close()
+    await admin_sql(f"drop database if exists {pg.db} with (force)", *(f"drop role if exists {role}"
+                                                                      for role in (pg.reader, pg.operator)))
 
 
 def _blocking(coro: Any) -> Any:

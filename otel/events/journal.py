@@ -36,6 +36,7 @@ from typing import Literal
 
 import msgspec
 
+from otel.events.base import EventStoreUnavailable
 from otel.events.model import UUID_TEXT, RunEvent
 
 Durability = Literal["disk", "process"]
@@ -162,4 +163,22 @@ def _lock(path: Path, *, wait: bool) -> int | None:
     return fd
 
 
-__all__ = ["DURABILITY", "Durability", "IntentLog", "connect"]
+class Journaled:
+    """The intent hooks of a store that keeps an IntentLog (`self._intents`) beside its local
+    database (`self.path`): the SQLite store and the Postgres outbox. Mixed in before EventStore."""
+
+    journals_intents = True
+    path: Path
+    _intents: IntentLog
+
+    def _begin(self, event: RunEvent) -> None:
+        try:
+            self._intents.write(event)
+        except OSError as exc:
+            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
+
+    def _committed(self, events: list[RunEvent]) -> None:
+        self._intents.done([e.id for e in events])
+
+
+__all__ = ["DURABILITY", "Durability", "IntentLog", "Journaled", "connect"]

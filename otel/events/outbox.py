@@ -44,7 +44,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
-from otel.events.journal import Durability, IntentLog, connect
+from otel.events.journal import Durability, IntentLog, Journaled, connect
 from otel.events.model import RunEvent
 
 log = logging.getLogger("opsgate.events.outbox")
@@ -66,12 +66,11 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RunEvent).decode
 
 
-class OutboxEventStore(EventStore):
+class OutboxEventStore(Journaled, EventStore):
     """`OutboxEventStore(journal_path, remote, *, durability="disk", max_pending=100_000)`.
     Closes `remote` when closed."""
 
     name = "outbox"
-    journals_intents = True
     RETRY_MIN_S = 0.05
     RETRY_MAX_S = 2.0
     SHIP_PIPELINE = 3  # batches in flight to the remote store
@@ -169,15 +168,6 @@ class OutboxEventStore(EventStore):
         self._write_sync([(e.id, _encode(e).decode()) for e in events])  # also proves we can write now
         self._intents.release(dead)
         return len(events)
-
-    def _begin(self, event: RunEvent) -> None:
-        try:
-            self._intents.write(event)
-        except OSError as exc:
-            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
-
-    def _committed(self, events: list[RunEvent]) -> None:
-        self._intents.done([e.id for e in events])
 
     async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [(e.id, _encode(e).decode()) for e in events]

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
-from otel.events.journal import Durability, IntentLog, connect
+from otel.events.journal import Durability, IntentLog, Journaled, connect
 from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
@@ -66,11 +66,10 @@ _encode = msgspec.json.Encoder().encode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 
 
-class SqliteEventStore(EventStore):
+class SqliteEventStore(Journaled, EventStore):
     """`SqliteEventStore(path)`; fails at construction, with the path named, if it cannot write."""
 
     name = "sqlite"
-    journals_intents = True
     CHECKPOINT_EVERY = 2000  # rows written between WAL checkpoints
 
     def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
@@ -110,15 +109,6 @@ class SqliteEventStore(EventStore):
         self._write_sync([to_row(e) for e in events])  # also proves we can take the write lock now
         self._intents.release(dead)
         return len(events)
-
-    def _begin(self, event: RunEvent) -> None:
-        try:
-            self._intents.write(event)
-        except OSError as exc:
-            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
-
-    def _committed(self, events: list[RunEvent]) -> None:
-        self._intents.done([e.id for e in events])
 
     async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [to_row(e) for e in events]
