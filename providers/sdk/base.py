@@ -126,6 +126,8 @@ class ProviderBase:
         except TimeoutError:
             return HealthStatus(self.name, "degraded", int((time.perf_counter() - start) * 1000), now_iso(),
                                 f"no answer within {self.health_budget_s:g}s")
+        except (ToolError, Refused) as e:  # already a message meant for people
+            return HealthStatus(self.name, "down", int((time.perf_counter() - start) * 1000), now_iso(), e.message)
         except Exception as e:  # a failed probe is a health answer, not a crash
             return HealthStatus(self.name, "down", int((time.perf_counter() - start) * 1000), now_iso(),
                                 f"{type(e).__name__}: {e}")

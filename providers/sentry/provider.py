@@ -9,16 +9,14 @@ through the SDK's egress-checked client.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from providers.sdk import CallContext, HealthStatus, ProviderBase, Refused, Tool, ToolError, now_iso
+from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError
 from providers.sentry.api import SentryAPI, detail_of, scrub, upstream_error
 from providers.sentry.envelope import DSN, InvalidDSN, envelope, message_event
 from providers.sentry.inputs import (
@@ -261,23 +259,6 @@ class SentryProvider(ProviderBase):
             raise ToolError("sentry: health: /api/0/ did not answer like Sentry")
         if root.get("auth") is None:
             raise ToolError("sentry: health: Sentry does not recognise the token (auth is null)")
-
-    async def health(self) -> HealthStatus:
-        start = time.perf_counter()
-
-        def ms() -> int:
-            return int((time.perf_counter() - start) * 1000)
-
-        try:
-            await asyncio.wait_for(self.probe(), self.health_budget_s)
-        except TimeoutError:
-            return HealthStatus(self.name, "degraded", ms(), now_iso(),
-                                f"Sentry did not answer within {self.health_budget_s:g}s (rule 6 budget)")
-        except (ToolError, Refused) as e:
-            return HealthStatus(self.name, "down", ms(), now_iso(), e.message)
-        except Exception as e:  # a failed probe is a health answer, not a crash
-            return HealthStatus(self.name, "down", ms(), now_iso(), f"{type(e).__name__}: {e}")
-        return HealthStatus(self.name, "ok", ms(), now_iso())
 
 
 __all__ = ["SentryProvider"]
