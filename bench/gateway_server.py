@@ -1,17 +1,17 @@
-"""A gateway process for bench/gateway.py: `audited` is the real app (its SQLite audit store
-committing every call); `governed` the same without the audit store; `bare` the same MCP
-transport and endpoint with authentication, decision, tier and limiter taken out too."""
+"""A gateway process for bench/gateway.py: `governed` is the real app (authentication, decision,
+tier, limiter, tracing set up as by default) without the audit store, which bench/events.py
+measures; `bare` the same MCP transport and endpoint with all of that taken out."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-import uvicorn
 from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 from mcp import types
 
+from bench.harness import serve_forever
 from gateway.config import GatewayConfig
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.pipeline import to_result
@@ -69,23 +69,20 @@ def bare_app(config: GatewayConfig) -> Litestar:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=("governed", "audited", "bare"), required=True)
+    p.add_argument("--serve", choices=("governed", "bare"), required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--policies", required=True)
     p.add_argument("--state-dir", required=True)
     a = p.parse_args()
     config = GatewayConfig(port=a.port, policies=a.policies, state_dir=a.state_dir)
-    if a.mode == "bare":
+    if a.serve == "bare":
         app = bare_app(config)
     else:
         # The same one provider as `bare` serves: the comparison is governance, not how many
-        # tools a listing carries (the SDK client lists tools around every call).
+        # tools a listing carries.
         app, services, _ = build_app(config, providers=[EchoProvider()])
-        if a.mode == "governed":  # issue 3's governance (auth, decision, tier, limiter), no audit store
-            services.pipeline.audit = None
-    import logging
-    logging.getLogger("mcp").setLevel(logging.WARNING)
-    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop", http="httptools")
+        services.pipeline.audit = None  # issue 3's governance; the store is issue 4's, in bench/events.py
+    serve_forever(app, a.port)
 
 
 if __name__ == "__main__":

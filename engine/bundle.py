@@ -28,6 +28,7 @@ import msgspec
 from engine import allowlist, catalogue
 from engine.guards import guard_of
 from engine.index import Key, PolicySets, Slicer, policy_set_json, request_keys, scope_keys, uid_key
+from engine.memo import reads_of
 from engine.model import BundleError, Issue
 
 POLICY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/*@+-]{0,199}$")
@@ -98,8 +99,10 @@ class Bundle:
         self.dryrun_ids = frozenset(p.id for p in dryrun)
         enforced = [p for p in policies if p.mode == "enforce"]
         ordered = (*enforced, *tiers, *dryrun)
+        ests = [json.loads(r.est) for r in ordered]
         self.enforce = Slicer([*(r.fragment for r in (*enforced, *tiers)), *(r.marker_fragment for r in dryrun)],
-                              [r.scope for r in ordered], self.sets, [guard_of(r.est) for r in ordered])
+                              [r.scope for r in ordered], self.sets, [guard_of(e) for e in ests],
+                              [reads_of(e) for e in ests])
         self.static_parents = {uid_key(e["uid"]): [uid_key(p) for p in e["parents"]] for e in static_entities}
         self.static_entities_json = json.dumps(static_entities)
         self.static_entities_handle = cedarpy.Entities.from_json_str(self.static_entities_json, schema)

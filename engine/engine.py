@@ -56,6 +56,16 @@ def cedar_datetime(now: datetime) -> dict[str, Any]:
     return {"__extn": {"fn": "datetime", "arg": now.isoformat(timespec="milliseconds")[:23] + "Z"}}
 
 
+class _ClockLater:
+    """`context.now` until Cedar is asked (see decide): present, as it always is for Cedar, and
+    opaque to the guards (not a value they compare)."""
+
+    __slots__ = ()
+
+
+_CLOCK_LATER = _ClockLater()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -151,6 +161,7 @@ def verdict(raw: Raw, effect_of: Callable[[str], str | None]) -> Verdict:
 
 
 class _Resolved(msgspec.Struct, frozen=True):
+    key: tuple[Any, ...]  # what the request contributed: with the bundle, it fixes the entities
     entities: Any  # cedarpy.Entities, or None when the request's entities are invalid
     principal_keys: frozenset[Key]
     resource_keys: frozenset[Key]
@@ -164,8 +175,10 @@ class Engine:
 
     def __init__(self, bundle: Bundle, *, clock: Callable[[], datetime] = utcnow,
                  extra_policies: Callable[[], Iterable[tuple[str, str]]] | None = None,
-                 exceptions: str | Path | None = None) -> None:
+                 exceptions: str | Path | None = None, memoise: bool = True) -> None:
         self._bundle = bundle
+        # Cedar's answers remembered per slice by exactly what its policies read (engine/memo.py).
+        self.memoise = memoise
         self._clock = clock
         self.exceptions_dir = exceptions  # deviation exceptions, read again on every reload
         self._extra = extra_policies or (lambda: ())
@@ -222,8 +235,10 @@ class Engine:
     def decide(self, req: Request, *, now: datetime | None = None) -> Decision:
         start = time.perf_counter_ns()
         b = self._bundle
+        if now is not None and now.tzinfo is None:  # else caught only when Cedar is asked
+            raise ValueError("the engine's clock must be timezone-aware")
         ctx = dict(req.context)
-        ctx["now"] = cedar_datetime(now or self._clock())
+        ctx["now"] = _CLOCK_LATER  # the clock is read only when Cedar is asked: the memo answers without it
         types = b.args_types.get(req.action)
         if "args" in ctx and types is not None:
             ctx["args"] = project(ctx["args"], types)
@@ -231,13 +246,21 @@ class Engine:
         if resolved.entities is None:
             return self._decision(b, start, Verdict(False, (), (resolved.error or "invalid entities",)))
         keys = (resolved.principal_keys, b.ancestors_of_action(req.action), resolved.resource_keys)
-        # Encoded once here with msgspec: cedarpy would re-encode a dict with stdlib json on every
-        # evaluation, and it accepts the JSON text as is.
-        request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
-                   "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
-        _, ps = b.enforce.slice_for(*keys, ctx, types[1] if types is not None else None)
-        parts = split(Raw(*authorize(request, ps, resolved.entities, b.schema)), b.tier_ids,
-                      b.dryrun_ids, b.effect_of)
+        _, ps, memo = b.enforce.slice_for(*keys, ctx, types[1] if types is not None else None)
+        if not self.memoise:
+            memo = None
+        memo_key = memo.key(resolved.key, req.action, ctx) if memo is not None else None
+        answer = memo.get(memo_key) if memo is not None else None
+        if answer is None:
+            # Encoded once here with msgspec: cedarpy would re-encode a dict with stdlib json on
+            # every evaluation, and it accepts the JSON text as is.
+            ctx["now"] = cedar_datetime(now or self._clock())
+            request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
+                       "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
+            answer = authorize(request, ps, resolved.entities, b.schema)
+            if memo is not None:
+                memo.put(memo_key, answer)
+        parts = split(Raw(*answer), b.tier_ids, b.dryrun_ids, b.effect_of)
         v = verdict(parts.authz, b.effect_of)
 
         shadow = None
@@ -291,10 +314,10 @@ class Engine:
             # '"', so a uid with a quote would miss its own ancestors and the slice would lose
             # every policy filed under them, forbids included.
             p_key, r_key = uid_key(req.principal.as_cedar()), uid_key(req.resource.as_cedar())
-            resolved = _Resolved(ents, request_keys(p_key, req.principal.type, _ancestors(p_key, parents)),
+            resolved = _Resolved(key, ents, request_keys(p_key, req.principal.type, _ancestors(p_key, parents)),
                                  request_keys(r_key, req.resource.type, _ancestors(r_key, parents)))
         except ValueError as e:
-            resolved = _Resolved(None, frozenset(), frozenset(), f"invalid request entities: {e}")
+            resolved = _Resolved(key, None, frozenset(), frozenset(), f"invalid request entities: {e}")
         if len(self._resolved) >= self.ENTITY_CACHE_MAX:
             self._resolved.pop(next(iter(self._resolved)))
         self._resolved[key] = resolved

@@ -32,6 +32,7 @@ from typing import Any
 import cedarpy
 
 from engine.guards import Guard, Signer, excluded, signature_names
+from engine.memo import AnswerMemo, Path, memo_for
 
 Key = tuple[str, str] | None
 
@@ -98,6 +99,8 @@ class PolicySets:
 
 
 Slice = tuple[tuple[int, ...], cedarpy.PolicySet]
+# What a request evaluates: the slice, and the memo of its answers (None: not memoisable).
+Sliced = tuple[tuple[int, ...], cedarpy.PolicySet, AnswerMemo | None]
 
 
 @dataclass
@@ -106,8 +109,9 @@ class _Scoped:
 
     indices: tuple[int, ...]
     ps: cedarpy.PolicySet
+    memo: AnswerMemo | None
     signer: Signer | None = None  # the context attributes its guards read, as a cache key
-    by_signature: dict[tuple[Any, ...], Slice] = field(default_factory=dict)
+    by_signature: dict[tuple[Any, ...], Sliced] = field(default_factory=dict)
 
 
 class Slicer:
@@ -117,11 +121,15 @@ class Slicer:
     SIGNATURES_MAX = 512  # argument signatures remembered per scope slice
 
     def __init__(self, fragments: Sequence[str], scopes: Sequence[tuple[Sequence[Key], ...]],
-                 sets: PolicySets | None = None, guards: Sequence[Guard] | None = None) -> None:
+                 sets: PolicySets | None = None, guards: Sequence[Guard] | None = None,
+                 reads: Sequence[frozenset[Path]] | None = None) -> None:
         self._fragments = list(fragments)  # '"<id>":<policy JSON>', the unit a PolicySet is built from
         self._guards: list[Guard] = list(guards) if guards is not None else [None] * len(self._fragments)
-        if len(self._guards) != len(self._fragments):
-            raise ValueError("one guard per policy")
+        # The context paths each policy reads (engine/memo.py); unknown: all of it, never memoised.
+        self._reads: list[frozenset[Path]] = (list(reads) if reads is not None
+                                              else [frozenset({()})] * len(self._fragments))
+        if len(self._guards) != len(self._fragments) or len(self._reads) != len(self._fragments):
+            raise ValueError("one guard and one read set per policy")
         self._sets = sets if sets is not None else PolicySets()
         self._buckets: dict[tuple[Key, Key, Key], list[int]] = {}
         self.principal_keys: set[Key] = set()
@@ -135,6 +143,8 @@ class Slicer:
             self.resource_keys.update(k for k in rks if k)
         self._by_request: dict[tuple[Any, ...], tuple[tuple[int, ...], cedarpy.PolicySet]] = {}
         self._by_ancestry: dict[tuple[frozenset[Key], ...], _Scoped] = {}
+        self._memos: dict[tuple[int, ...], AnswerMemo | None] = {}
+        self._answers: dict[Any, Any] = {}  # every slice's memoised answers, bounded as a whole
 
     def __len__(self) -> int:
         return len(self._fragments)
@@ -149,11 +159,12 @@ class Slicer:
         )
 
     def slice_for(self, p_keys: frozenset[Key], a_keys: frozenset[Key], r_keys: frozenset[Key],
-                  context: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None) -> Slice:
-        """The policies Cedar must see for a request: its scope slice (`slice(request_key(...))`,
-        remembered by the ancestry sets themselves: the engine hands in the same cached frozensets
-        call after call, whose hashes Python keeps, so a hit costs one dict lookup), less the
-        policies whose guard (engine/guards.py) is certainly false for the request's context.
+                  context: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None) -> Sliced:
+        """The policies Cedar must see for a request, and the memo of their answers (engine/memo.py):
+        its scope slice (`slice(request_key(...))`, remembered by the ancestry sets themselves: the
+        engine hands in the same cached frozensets call after call, whose hashes Python keeps, so a
+        hit costs one dict lookup), less the policies whose guard (engine/guards.py) is certainly
+        false for the request's context.
 
         `context` is the request's context as Cedar gets it (args projected) and `fields` the
         action's declared arguments; the action is fixed by `a_keys` (it holds the action's own
@@ -163,23 +174,33 @@ class Slicer:
         if scoped is None:
             indices, ps = self.slice(self.request_key(p_keys, a_keys, r_keys))
             names = signature_names([self._guards[i] for i in indices])
-            scoped = _Scoped(indices, ps, Signer(names) if names else None)
+            scoped = _Scoped(indices, ps, self._memo(indices), Signer(names) if names else None)
             if len(self._by_ancestry) >= self.CACHE_MAX:
                 self._by_ancestry.pop(next(iter(self._by_ancestry)))
             self._by_ancestry[ancestry] = scoped
         if scoped.signer is None:
-            return scoped.indices, scoped.ps
+            return scoped.indices, scoped.ps, scoped.memo
         ctx = context or {}
         sig = scoped.signer(ctx)
         hit = scoped.by_signature.get(sig)
         if hit is None:
             declared = fields or {}
             kept = tuple(i for i in scoped.indices if not excluded(self._guards[i], ctx, declared))
-            hit = (kept, self._sets.get(tuple(self._fragments[i] for i in kept)))
+            hit = (kept, self._sets.get(tuple(self._fragments[i] for i in kept)), self._memo(kept))
             if len(scoped.by_signature) >= self.SIGNATURES_MAX:
                 scoped.by_signature.pop(next(iter(scoped.by_signature)))
             scoped.by_signature[sig] = hit
         return hit
+
+    def _memo(self, indices: tuple[int, ...]) -> AnswerMemo | None:
+        """One memo per distinct slice (whoever's requests it serves), all sharing this bundle's
+        bounded answers (engine/memo.py)."""
+        if indices not in self._memos:
+            if len(self._memos) >= self.CACHE_MAX:
+                self._memos.pop(next(iter(self._memos)))
+            self._memos[indices] = memo_for(frozenset().union(*(self._reads[i] for i in indices)),
+                                            self._answers, indices)
+        return self._memos[indices]
 
     def slice(self, key: tuple[Any, ...], *, release_gil: bool = False) -> Slice:
         hit = self._by_request.get(key)
@@ -209,4 +230,4 @@ class Slicer:
         return list(self._by_request)[-n:]
 
 
-__all__ = ["Key", "PolicySets", "Slicer", "policy_set_json", "request_keys", "scope_keys", "uid_key"]
+__all__ = ["Key", "PolicySets", "Slice", "Sliced", "Slicer", "policy_set_json", "request_keys", "scope_keys", "uid_key"]

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from gateway.errors import Code, GatewayError
 from otel.events import EventRejected, EventStore, EventStoreError, RunEvent, new_event_id, utc_timestamp
 
@@ -51,6 +53,7 @@ class Audit:
         self._span_ids = span_ids
         self._clock = clock
         self._failed_at: float | None = None
+        self._interrupted = redact(INTERRUPTED)  # constant: redacted once, not per call
 
     def ensure_available(self) -> None:
         """Refuse before a tool runs while the store is known to be failing."""
@@ -58,14 +61,15 @@ class Audit:
             raise GatewayError(Code.EVENT_STORE_UNAVAILABLE,
                                "the audit store is unavailable; no tool runs until it is back")
 
-    async def begin(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any) -> str:
+    async def begin(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any) -> RunEvent:
         """Journal that a call's tool is about to run, and wait until that is durable; returns the
-        id its outcome must carry (`record(event_id=...)`). If the gateway dies before the outcome
-        is recorded, this intent becomes the call's row, status `interrupted`. Raises
-        EVENT_STORE_UNAVAILABLE (and the tool must not run) when it cannot be journaled."""
+        intent, which its outcome must be recorded from (`record(started=...)`: same id, same
+        payload, same created_at). If the gateway dies before the outcome is recorded, this intent
+        becomes the call's row, status `interrupted`. Raises EVENT_STORE_UNAVAILABLE (and the tool
+        must not run) when it cannot be journaled."""
         self.ensure_available()
         event = self._event(new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments, decision=decision,
-                            result=INTERRUPTED, duration_ms=0)
+                            result=None, duration_ms=0)
         try:
             await self.store.begin(event)
         except (EventStoreError, ValueError) as e:
@@ -73,14 +77,20 @@ class Audit:
             log.error("audit store cannot journal the start of %s (%s): %s: %s", tool, event.id, type(e).__name__, e)
             raise GatewayError(Code.EVENT_STORE_UNAVAILABLE, "the audit store cannot record this call, so it was "
                                "not run") from None
-        return event.id
+        return event
 
     async def record(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
-                     result: dict[str, Any], duration_ms: int, event_id: str | None = None) -> str:
+                     result: dict[str, Any], duration_ms: int, event_id: str | None = None,
+                     started: RunEvent | None = None) -> str:
         """Append one event and wait for its commit; returns its id. Raises EVENT_STORE_UNAVAILABLE.
-        `event_id` is the id `begin` returned, if the call began."""
-        event = self._event(event_id or new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments,
-                            decision=decision, result=result, duration_ms=duration_ms)
+        `started` is what `begin` returned, if the call began (its arguments are already redacted
+        there); else `event_id`, if the caller fixes the id (idempotent lifecycle rows)."""
+        if started is not None:
+            event = msgspec.structs.replace(started, result=self._redact(_with_dryrun(result, decision)),
+                                            duration_ms=duration_ms)
+        else:
+            event = self._event(event_id or new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments,
+                                decision=decision, result=result, duration_ms=duration_ms)
         try:
             await self.store.append(event)
         except (EventStoreError, ValueError) as e:
@@ -93,21 +103,28 @@ class Audit:
         return event.id
 
     def _event(self, event_id: str, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
-               result: dict[str, Any], duration_ms: int) -> RunEvent:
+               result: dict[str, Any] | None, duration_ms: int) -> RunEvent:
+        """`result=None`: the intent's (`interrupted`)."""
         provider, _, local = tool.partition(".")
         trace_id, span_id = self._span_ids()
-        if decision is not None and decision.mode == "dryrun" and decision.shadow is not None:
-            result = {**result, "dryrun": {"allowed": decision.shadow.allowed,
-                                           "policy_ids": list(decision.shadow.reasons)}}
+        redacted = (self._redact(_with_dryrun(result, decision)) if result is not None
+                    else _with_dryrun(self._interrupted, decision))
         return RunEvent(
             id=event_id, provider=provider or "unknown", tool=local or tool, caller_id=caller_id,
-            payload=self._redact({"args": arguments}), result=self._redact(result), duration_ms=duration_ms,
+            payload=self._redact({"args": arguments}), result=redacted, duration_ms=duration_ms,
             created_at=utc_timestamp(),
             decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
             policy_ids=list(decision.reasons) if decision is not None else [],
             bundle_revision=decision.bundle_revision if decision is not None else None,
             exception_ids=list(decision.exceptions_applied) if decision is not None else [],
             trace_id=trace_id, span_id=span_id)
+
+
+def _with_dryrun(result: dict[str, Any], decision: Any) -> dict[str, Any]:
+    """A dryrun policy that would have changed the outcome shows in the row."""
+    if decision is not None and decision.mode == "dryrun" and decision.shadow is not None:
+        return {**result, "dryrun": {"allowed": decision.shadow.allowed, "policy_ids": list(decision.shadow.reasons)}}
+    return result
 
 
 __all__ = ["INTERRUPTED", "Audit"]

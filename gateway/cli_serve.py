@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--events", choices=("sqlite", "postgres"), default=None,
                        help="audit store: embedded SQLite (default) or Postgres at --database-url via a local outbox")
     serve.add_argument("--events-durability", choices=("disk", "process"), default=None,
-                       help="disk: answers wait for fsync (default); process: survives kill -9, not power loss")
+                       help="process (default): an answer waits for its outcome's journal line, which survives "
+                            "kill -9, not power loss; disk: answers wait for fsync")
     serve.add_argument("--events-outbox-max", type=int, default=None,
                        help="unshipped events the Postgres outbox may hold before new calls are refused")
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")

@@ -43,7 +43,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     events: Literal["sqlite", "postgres"] = "sqlite"
     # What a released answer's row survives: "disk" (fsync'd: power loss) or "process" (the gateway
     # dying in any way, kill -9 included; not a power loss). See otel/events/journal.py.
-    events_durability: Literal["disk", "process"] = "disk"
+    events_durability: Literal["disk", "process"] = "process"
     # Unshipped events the outbox may hold while Postgres is unreachable; past it, new calls are refused.
     events_outbox_max: int = 100_000
     # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.

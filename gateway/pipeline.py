@@ -22,6 +22,7 @@ from engine import Decision, Engine, Entity, Request, Uid, utcnow
 from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
+from otel.events import RunEvent
 from otel.tracing import decision_span, enrich_call_span
 from providers.sdk import CallContext, ProviderBase, Refused, ToolError, current_call
 
@@ -48,7 +49,7 @@ class CallResult(msgspec.Struct):
 
     decision: Decision | None = None
     limits: list[Any] = []
-    event_id: str | None = None  # set once the audit trail has journaled the call's start
+    started: RunEvent | None = None  # the call's intent, once the audit trail has journaled it
 
 
 def principal(user_id: str, role: str | None) -> tuple[Uid, tuple[Entity, ...]]:
@@ -153,7 +154,7 @@ class Pipeline:
         if self.audit is not None:
             await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
                                     result=result, duration_ms=int((time.perf_counter() - start) * 1000),
-                                    event_id=out.event_id)
+                                    started=out.started)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -265,7 +266,7 @@ class Pipeline:
                                    limiter_error=worst.error)
 
         if self.audit is not None:  # no unauditable operations: a crash from here on leaves an `interrupted` row
-            out.event_id = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
+            out.started = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
                                                   decision=decision)
         return decision
 

@@ -18,6 +18,13 @@ Nothing leaves the process unless `TracingConfig.otlp_endpoint` is set. Exporter
 text (attribute values, event attributes such as exception messages, status descriptions) went
 through the redactor, when one is given.
 
+Spans are *recorded* only while something exports them (`ExportGate`, the provider's sampler).
+Without an exporter, every span still exists, with its trace and span ids, parenting and context
+propagation (so each `ops.run_events` row carries the ids of its call's span), but it holds no
+attributes: recording them costs more than a policy decision (~0.25 ms a call on the reference
+machine) and nothing could read them. With an exporter, sampling is the SDK's default (parent
+based, always on).
+
 Attributes (semantic conventions where they exist, `ops.*` for ours):
 
     SERVER span (the SDK's)  mcp.method.name, mcp.protocol.version, jsonrpc.request.id,
@@ -52,6 +59,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id, format_trace_id
 
 log = logging.getLogger("opsgate.otel")
@@ -81,18 +89,40 @@ class Scrubber(Protocol):
 # -- the provider ---------------------------------------------------------------------------
 
 
+class ExportGate(Sampler):
+    """Records a span only while the provider has somewhere to send it; otherwise the span is
+    created unrecorded, ids and context intact (see the module docstring)."""
+
+    _DROP = SamplingResult(Decision.DROP)
+
+    def __init__(self) -> None:
+        self.exporting = False
+        self._sampler = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None, attributes: Any = None,
+                      links: Any = None, trace_state: Any = None) -> SamplingResult:
+        if not self.exporting:
+            return self._DROP
+        return self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"ExportGate{{{self._sampler.get_description() if self.exporting else 'no exporter'}}}"
+
+
 class OpsgateTracerProvider(SdkTracerProvider):
-    """An SDK TracerProvider that remembers its processors (to show nothing is exported) and drops out of
-    the router when shut down."""
+    """An SDK TracerProvider that records spans only while it exports them (`ExportGate`), remembers
+    its processors (to show nothing is exported) and drops out of the router when shut down."""
 
     def __init__(self, *, resource: Resource, scrubber: Scrubber | None = None, shutdown_on_exit: bool = False):
-        super().__init__(resource=resource, shutdown_on_exit=shutdown_on_exit)
+        self.gate = ExportGate()
+        super().__init__(resource=resource, shutdown_on_exit=shutdown_on_exit, sampler=self.gate)
         self.scrubber = scrubber
         self.span_processors: tuple[SpanProcessor, ...] = ()
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)
         self.span_processors = (*self.span_processors, span_processor)
+        self.gate.exporting = True
 
     def add_exporter(self, exporter: SpanExporter, *, batch: bool = False) -> SpanProcessor:
         """Export to `exporter` (through the scrubber, if any): batched, or synchronously (tests)."""
@@ -180,6 +210,12 @@ def routed_provider() -> trace.TracerProvider | None:
     return _bound.get() or _active
 
 
+def _exporting() -> bool:
+    """Would a span started here be recorded? (Only our provider can say no: ExportGate.)"""
+    provider = _bound.get() or _active
+    return provider is not None and (not isinstance(provider, OpsgateTracerProvider) or provider.gate.exporting)
+
+
 class _RoutedTracer(trace.Tracer):
     """A tracer that resolves its provider at every span start."""
 
@@ -235,10 +271,10 @@ def install_router() -> bool:
 
 
 def current_span_ids() -> tuple[str | None, str | None]:
-    """(trace id as 32 hex, span id as 16 hex) of the current span; (None, None) if it is not recording."""
-    span = trace.get_current_span()
-    ctx = span.get_span_context()
-    if not span.is_recording() or not ctx.is_valid:
+    """(trace id as 32 hex, span id as 16 hex) of the current span, recorded or not (ExportGate);
+    (None, None) when there is none (no tracing set up, or outside any span)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
         return None, None
     return format_trace_id(ctx.trace_id), format_span_id(ctx.span_id)
 
@@ -317,18 +353,26 @@ class DecisionSpan:
     __slots__ = ("_manager", "_start", "attributes", "latency_us", "span")
 
     def __init__(self, tool: str | None, tracer: trace.Tracer | None) -> None:
-        self._manager = (tracer or _OPS_TRACER).start_as_current_span("opsgate.decide", kind=SpanKind.INTERNAL)
+        # Unrecorded, this span would be invisible: no exporter sees it and no row carries its id
+        # (rows take the call's span). So without an exporter there is none; it saves a tenth of a
+        # governed call's cost.
+        self._manager: Any = None
+        if tracer is not None or _exporting():
+            self._manager = (tracer or _OPS_TRACER).start_as_current_span("opsgate.decide", kind=SpanKind.INTERNAL)
         self.attributes: dict[str, Any] = {"ops.tool": tool} if tool else {}
         self.latency_us: float | None = None
         self.span: trace.Span = trace.INVALID_SPAN
         self._start = 0
 
     def __enter__(self) -> DecisionSpan:
-        self.span = self._manager.__enter__()
+        if self._manager is not None:
+            self.span = self._manager.__enter__()
         self._start = time.perf_counter_ns()
         return self
 
     def record(self, decision: DecisionLike) -> None:
+        if not self.span.is_recording():
+            return
         self.attributes.update(_compact({
             "ops.decision": "allow" if decision.allowed else "deny", "ops.decision_id": decision.decision_id,
             "ops.policy_ids": decision.reasons, "ops.bundle_revision": decision.bundle_revision,
@@ -342,6 +386,10 @@ class DecisionSpan:
             self.latency_us = float(latency)
 
     def __exit__(self, *exc: Any) -> Any:
+        if self._manager is None:
+            return None
+        if not self.span.is_recording():
+            return self._manager.__exit__(*exc)
         latency = self.latency_us if self.latency_us is not None else (time.perf_counter_ns() - self._start) / 1e3
         self.attributes["ops.decision.latency_us"] = round(latency, 1)
         self.span.set_attributes(self.attributes)
@@ -449,7 +497,7 @@ class ScrubbingExporter(SpanExporter):
             instrumentation_scope=span.instrumentation_scope)
 
 
-__all__ = ["OTLP_PACKAGE", "DecisionLike", "DecisionSpan", "HttpSpan", "OpsgateTracerProvider", "Scrubber",
-           "ScrubbingExporter", "TracingConfig", "TracingError", "activate_provider", "current_span_ids", "deactivate",
-           "decision_span", "enrich_call_span", "http_span", "install_router", "routed_provider", "safe_url",
-           "set_session_id", "setup_tracing", "use_provider"]
+__all__ = ["OTLP_PACKAGE", "DecisionLike", "DecisionSpan", "ExportGate", "HttpSpan", "OpsgateTracerProvider",
+           "Scrubber", "ScrubbingExporter", "TracingConfig", "TracingError", "activate_provider", "current_span_ids",
+           "deactivate", "decision_span", "enrich_call_span", "http_span", "install_router", "routed_provider",
+           "safe_url", "set_session_id", "setup_tracing", "use_provider"]

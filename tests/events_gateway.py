@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--started", required=True)
     p.add_argument("--events", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--database-url", default=GatewayConfig().database_url)
-    p.add_argument("--durability", choices=("disk", "process"), default="disk")
+    p.add_argument("--durability", choices=("disk", "process"), default="process")
     a = p.parse_args()
     config = GatewayConfig(port=a.port, policies=a.policies, state_dir=a.state_dir, events=a.events,
                            database_url=a.database_url, events_durability=a.durability)

@@ -83,19 +83,34 @@ async def fetch(db: PgDb, sql: str, *args: Any) -> list[Any]:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target. `cut()` refuses new connections and resets open
-    ones (the database vanishes mid-transaction); `restore()` listens again on the same port."""
+    ones (the database vanishes mid-transaction); `restore()` listens again on the same port.
+    `stall()` keeps every connection open but drops what either side sends (a hung server or a
+    silent network path: nothing fails, nothing answers); `restore()` then closes the hung
+    connections, as a recovered network finds those sessions dead, and forwards again."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._stalled = False
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.restore()
 
+    def stall(self) -> None:
+        self._stalled = True
+
     def restore(self) -> None:
+        if self._stalled:
+            self._stalled = False
+            with self._lock:
+                stalled, self._open = self._open, set()
+            for s in stalled:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -142,7 +157,8 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._stalled:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -93,10 +93,10 @@ def pg_db() -> Iterator[PgDb]:
         _run(_drop_db(name, login))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite/process", "sqlite/disk", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    if request.param == "sqlite":
-        s: EventStore = SqliteEventStore(tmp_path / "events.db")
+    if request.param.startswith("sqlite/"):
+        s: EventStore = SqliteEventStore(tmp_path / "events.db", durability=request.param.split("/")[1])
     else:
         s = PostgresEventStore(request.getfixturevalue("pg_db").gateway_dsn)
     try:
@@ -213,8 +213,8 @@ async def test_500_concurrent_appends_land_and_are_group_committed(store: EventS
     ]
     before = store.stats()
     await asyncio.gather(*(store.append(e) for e in events))
-    after = store.stats()
     assert sorted(await store.query(provider=p, limit=1000), key=lambda e: e.created_at) == events
+    after = store.stats()  # read after the query: with SQLite at "process" commits follow appends
     assert after.events - before.events == 500
     assert after.batches - before.batches < 50, after  # one transaction per waiting group, not per call
     assert after.largest_batch > 10
@@ -284,7 +284,7 @@ async def test_health_reports_ok_and_counters(store: EventStore) -> None:
 
 async def test_sqlite_is_durable_wal_append_only_and_isolates_a_refused_event(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    s = SqliteEventStore(path)
+    s = SqliteEventStore(path, durability="disk")
     kept = ev("p")
     await s.append(kept)
     conn = sqlite3.connect(path)
@@ -310,6 +310,67 @@ async def test_sqlite_is_durable_wal_append_only_and_isolates_a_refused_event(tm
     try:
         assert await reopened.query(provider="p") == [kept]
         assert sorted(e.id for e in await reopened.query(provider="q")) == sorted(e.id for e in good)
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_process_writes_behind_and_fails_closed_while_commits_fail(tmp_path: Path) -> None:
+    """At "process" an answer is released once its outcome is in the intent log; a commit that then
+    fails loses nothing (the outcome stays in the log and is retried) but no tool may begin until
+    commits work again."""
+    path = tmp_path / "events.db"
+    s = SqliteEventStore(path)  # the default: durability "process"
+    s.RETRY_S = 0.05
+    try:
+        assert s._wconn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL: no fsync per commit
+        blocker = sqlite3.connect(path)
+        blocker.execute("create trigger refuse before insert on run_events"
+                        " begin select raise(abort, 'disk trouble, say'); end")
+        blocker.commit()
+        stuck = ev("behind")
+        await s.append(stuck)  # released: the outcome is in the log, its commit fails behind
+        await s.flush()
+        with pytest.raises(EventStoreUnavailable, match="cannot commit"):
+            await s.begin(ev("next"))  # fail closed: nothing new runs while outcomes cannot land
+        health = await s.health()
+        assert health["status"] == "down" and health["behind"] == 1 and "disk trouble" in health["error"]
+        await s.append(ev("behind"))  # an outcome (a refusal, say) is still journaled, not dropped
+        blocker.execute("drop trigger refuse")
+        blocker.commit()
+        blocker.close()
+        deadline = time.monotonic() + 10
+        while (await s.health())["status"] != "ok":
+            assert time.monotonic() < deadline, "the retry never committed"
+            await asyncio.sleep(0.02)
+        await s.begin(ev("next"))  # open again
+        rows = await s.query(provider="behind")
+        assert stuck in rows and len(rows) == 2
+    finally:
+        await s.close()
+
+
+async def test_sqlite_outcomes_written_behind_survive_a_store_that_never_committed_them(tmp_path: Path) -> None:
+    """The log is what makes a released answer's row certain: a store that dies after writing the
+    outcome line and before its commit (simulated: the commit refused, then the store closed)
+    leaves the outcome, not the intent, to the next opener."""
+    path = tmp_path / "events.db"
+    s = SqliteEventStore(path)
+    blocker = sqlite3.connect(path)
+    blocker.execute("create trigger refuse before insert on run_events begin select raise(abort, 'no'); end")
+    blocker.commit()
+    call = ev("p", result={"status": "interrupted"})
+    await s.begin(call)
+    outcome = msgspec.structs.replace(call, result={"status": "ok"}, duration_ms=3)
+    await s.append(outcome)
+    await s.flush()
+    await s.close()  # the outcome never committed: it stays in the log
+    blocker.execute("drop trigger refuse")
+    blocker.commit()
+    blocker.close()
+    reopened = SqliteEventStore(path)
+    try:
+        assert reopened.recovered == 1  # one call: its intent and its outcome, the outcome kept
+        assert await reopened.query(provider="p") == [outcome]
     finally:
         await reopened.close()
 

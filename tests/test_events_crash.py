@@ -126,23 +126,37 @@ def wait_drained(gw: GatewayProcess) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+# SQLite at "process" (the default) releases answers before their commit (written behind: the
+# outcome is in the intent log), so the kill also catches outcomes journaled but not yet committed.
+@pytest.mark.parametrize(("store", "durability"), [("sqlite", "process"), ("sqlite", "disk"), ("postgres", "process")])
 async def test_sigkill_mid_load_leaves_one_row_per_answer_and_interrupted_rows_for_calls_in_flight(
-        tmp_path: Path, store: str) -> None:
+        tmp_path: Path, store: str, durability: str) -> None:
     user = str(uuid.uuid4())
     state, started = tmp_path / "state", tmp_path / "started.txt"
     token = admin_token(state, user)
     with contextlib.ExitStack() as stack:
         pg = stack.enter_context(fresh_database([user])) if store == "postgres" else None
         extra = ["--events", "postgres", "--database-url", pg.gateway_dsn()] if pg is not None else []
+        extra += ["--durability", durability]
 
         with gateway(tmp_path, "gw1", state, started, extra) as gw1:
             load = Load(gw1.url, token)
 
+            # A slow tool runs 0.5 s. Kill only while two of them began less than 0.25 s ago (they
+            # had not begun at an earlier poll), so they are surely still running at the kill.
+            not_begun_at: dict[str, float] = {}
+            last_poll = time.monotonic()
+
             def slow_tools_mid_run() -> bool:
+                nonlocal last_poll
+                now = time.monotonic()
                 began = set(started.read_text().split()) if started.exists() else set()
-                running = [m for m in began if m.startswith("slow") and m not in load.answered]
-                return len(load.answered) >= 40 and len(running) >= 2
+                for m in began:
+                    not_begun_at.setdefault(m, last_poll)
+                last_poll = now
+                fresh = [m for m in began if m.startswith("slow") and m not in load.answered
+                         and not_begun_at[m] > now - 0.25]
+                return len(load.answered) >= 40 and len(fresh) >= 2
 
             await load.until(slow_tools_mid_run)
             os.kill(gw1.proc.pid, signal.SIGKILL)

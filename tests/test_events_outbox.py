@@ -12,11 +12,14 @@ tests cut and restore (the shared server itself is never stopped).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from otel.events import (
@@ -112,6 +115,59 @@ async def test_an_outage_mid_load_loses_and_duplicates_nothing(tmp_path: Path, p
         assert [r[2] for r in stored if r[1] == who] == list(range(150))
 
 
+@contextlib.contextmanager
+def failures_nobody_heard() -> Iterator[list[str]]:
+    """What the loop reports as never retrieved (or otherwise unhandled) while the block runs."""
+    loop = asyncio.get_running_loop()
+    unheard: list[str] = []
+    loop.set_exception_handler(lambda _, context: unheard.append(context["message"]))
+    try:
+        yield unheard
+    finally:
+        gc.collect()  # an unretrieved failure is reported when its future is collected
+        loop.set_exception_handler(None)
+
+
+async def test_a_silent_database_fails_each_write_then_recovers(pg: PgDb, proxy: TcpProxy) -> None:
+    store = PostgresEventStore(pg.gateway_dsn(proxy.port), timeout=0.3)
+    with failures_nobody_heard() as unheard:
+        try:
+            await store.append(ev("silent", caller=USERS[0], seq=0))  # a pooled connection, then silence
+            proxy.stall()
+            for seq in range(1, 4):
+                with pytest.raises(EventStoreUnavailable):
+                    await store.append(ev("silent", caller=USERS[0], seq=seq))
+            assert (await store.health())["status"] == "down"
+            proxy.restore()
+            await store.append(ev("silent", caller=USERS[0], seq=4))  # the pool connects afresh
+        finally:
+            await store.close()
+    assert unheard == []
+    assert [r[2] for r in await rows_of(pg, "silent")] == [0, 4]
+
+
+async def test_a_connection_handed_back_past_the_deadline_fails_in_plain_sight(pg: PgDb) -> None:
+    # The deadline can expire while a connection is being handed back to the pool (a hung
+    # server). asyncpg shields that hand-back from cancellation; cut short by our deadline, it
+    # would go on alone and fail later unheard. Here the hand-back is slow and fails.
+    async def slow_failing_reset(_: asyncpg.Connection) -> None:
+        await asyncio.sleep(0.5)
+        raise ConnectionResetError("the server went away during the reset")
+
+    pool = await asyncpg.create_pool(pg.gateway_dsn(), min_size=0, max_size=4, reset=slow_failing_reset)
+    store = PostgresEventStore(pool, timeout=0.3)
+    with failures_nobody_heard() as unheard:
+        try:
+            for seq in range(3):  # the event is committed before the hand-back begins
+                await store.append(ev("handback", caller=USERS[0], seq=seq))
+            await asyncio.sleep(0.6)  # any hand-back still going has ended by now
+        finally:
+            await store.close()
+            await pool.close()
+    assert unheard == []
+    assert [r[2] for r in await rows_of(pg, "handback")] == [0, 1, 2]
+
+
 async def test_events_journaled_while_down_ship_after_a_restart(tmp_path: Path, pg: PgDb, proxy: TcpProxy) -> None:
     proxy.cut()
     first = outbox(tmp_path, pg.gateway_dsn(proxy.port))
@@ -193,7 +249,8 @@ async def test_sqlite_intents_of_a_dead_owner_become_interrupted_rows(tmp_path: 
     done, cut_short = ev("intent", seq=1), ev("intent", seq=2, result={"status": "interrupted"})
     await first.begin(done)
     await first.begin(cut_short)
-    await first.append(done)  # its outcome is stored: its intent no longer matters
+    await first.append(done)  # its outcome is journaled (durability "process"): the commit follows
+    await first.flush()  # committed: its intent no longer matters
     reader = SqliteEventStore(path)  # e.g. `opsgate events tail` while the gateway runs
     assert reader.recovered == 0 and await reader.query(tool="intent") == [done]
     await reader.close()

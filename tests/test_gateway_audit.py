@@ -121,9 +121,10 @@ async def test_postgres_down_calls_flow_through_the_outbox_until_it_is_full(tmp_
         assert echo.ran == 2
 
 
-async def test_an_unwritable_journal_withholds_answers_and_stops_tools(tmp_path: Path) -> None:
+async def test_an_unwritable_store_at_disk_withholds_answers_and_stops_tools(tmp_path: Path) -> None:
     echo = CountingEcho()
-    with running_gateway(GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path)), providers=[echo]) as gw:
+    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path), events_durability="disk")
+    with running_gateway(config, providers=[echo]) as gw:
         token = gw.token("ops_viewer")
         assert await attempt(gw, token, "echo.ping") == "ok"
         store = gw.services.audit.store  # type: ignore[union-attr]
@@ -133,6 +134,39 @@ async def test_an_unwritable_journal_withholds_answers_and_stops_tools(tmp_path:
         assert echo.ran == 2  # it ran (its start was recorded), but its answer could not be: withheld
         assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
         assert echo.ran == 2  # while the store is failing, no tool runs at all
+
+
+async def test_an_unwritable_store_at_process_stops_tools_and_loses_no_outcome(tmp_path: Path) -> None:
+    """At "process" (the default) an answer waits for its outcome's line in the intent log, not for
+    the SQLite commit behind it. When commits start failing, the answer already journaled is
+    released, every later tool is refused until commits work again, and no row is lost."""
+    import time
+    import uuid
+
+    echo = CountingEcho()
+    user = str(uuid.uuid4())
+    with running_gateway(GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path)), providers=[echo]) as gw:
+        token = gw.token("ops_viewer", user_id=user)
+        assert await attempt(gw, token, "echo.ping") == "ok"
+        store = gw.services.audit.store  # type: ignore[union-attr]
+        store.RETRY_S = 0.05  # type: ignore[attr-defined]
+        await store.flush()  # type: ignore[attr-defined]  # the first call's row is in before the trouble
+        store._wconn.execute("pragma query_only=1")  # type: ignore[attr-defined]
+        assert await attempt(gw, token, "echo.ping") == "ok"  # journaled; its commit fails behind it
+        deadline = time.monotonic() + 10
+        while (answer := await attempt(gw, token, "echo.ping")) != "EVENT_STORE_UNAVAILABLE":
+            assert answer == "ok" and time.monotonic() < deadline, answer  # until the failure is seen
+        ran = echo.ran
+        assert await attempt(gw, token, "echo.ping") == "EVENT_STORE_UNAVAILABLE"
+        assert echo.ran == ran  # refused before the tool: nothing runs while outcomes cannot land
+        store._wconn.execute("pragma query_only=0")  # type: ignore[attr-defined]
+        while (answer := await attempt(gw, token, "echo.ping")) != "ok":  # the retry commits; open again
+            assert time.monotonic() < deadline + 10, answer
+        rows = await events_of(gw, user)
+        answered = [r for r in rows if r.result["status"] == "ok"]
+        assert len(answered) == echo.ran  # every tool that ran has its row, written behind or not
+        refused = [r for r in rows if r.result["status"] == "unrecorded"]  # the refusals are rows too
+        assert refused and len(answered) + len(refused) == len(rows), [r.result for r in rows]
 
 
 async def test_rows_carry_the_trace_and_never_a_secret(gw: RunningGateway) -> None:

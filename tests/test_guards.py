@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,13 @@ MESSAGES = [ABSENT, "boom", "go", "hi", "x", "", 5, True]
 FAILS = [ABSENT, True, False, 1, 0]
 
 
-def requests() -> list[Request]:
+def echo_requests(roles: Sequence[str | None], actions: Sequence[str], messages: Sequence[Any],
+                  fails: Sequence[Any], user: Callable[[str | None], str] = lambda role: f"u-{role}") -> list[Request]:
+    """Every combination as an echo request: `message`/`fail` arguments ABSENT or set, and no args
+    at all for a caller without a role who sends neither (a tools/list-shaped question)."""
     out = []
-    for role, action, message, fail in itertools.product(("ops_viewer", None), ("echo.ping", "echo.scan"),
-                                                          MESSAGES, FAILS):
-        uid = Uid.of("User", f"u-{role}")
+    for role, action, message, fail in itertools.product(roles, actions, messages, fails):
+        uid = Uid.of("User", user(role))
         entities = (Entity(uid, (Uid.of("Role", role),) if role else ()),)
         args: dict[str, Any] = {"version": "1.0"}
         if message is not ABSENT:
@@ -85,6 +88,11 @@ def requests() -> list[Request]:
             args["fail"] = fail
         ctx = {} if message is ABSENT and fail is ABSENT and role is None else {"args": args}
         out.append(Request(uid, action, Uid.of("Provider", "echo"), ctx, entities))
+    return out
+
+
+def requests() -> list[Request]:
+    out = echo_requests(("ops_viewer", None), ("echo.ping", "echo.scan"), MESSAGES, FAILS)
     for port, scheme in itertools.product((443, 8080, 80), ("https", "http")):
         out.append(Request(Uid.of("Provider", "sentry"), "egress", Uid.of("Host", "sentry.io"),
                            {"scheme": scheme, "port": port}))

@@ -154,12 +154,25 @@ def test_no_recording_span_means_no_ids(mem: InMemorySpanExporter) -> None:
     enrich_call_span(caller_id="u", role=None, tool="t")  # no current span: a no-op, not an error
 
 
-def test_nothing_is_exported_without_an_endpoint() -> None:
+def test_nothing_is_exported_or_recorded_without_an_endpoint_but_ids_are_kept() -> None:
     provider = setup_tracing(TracingConfig())
     try:
         assert provider.span_processors == ()
-        with trace.get_tracer("t").start_as_current_span("x"):  # still recorded, for the ids
-            assert current_span_ids() != (None, None)
+        with trace.get_tracer("t").start_as_current_span("x") as outer:
+            assert not outer.is_recording()  # nobody could read what it recorded
+            with decision_span(tool="echo.ping") as d:  # nobody would see it: not even started
+                d.record(FakeDecision())
+                assert trace.get_current_span() is outer
+            trace_id, span_id = current_span_ids()  # what an ops.run_events row gets
+            assert (trace_id, span_id) == (format_trace_id(outer.get_span_context().trace_id),
+                                           format_span_id(outer.get_span_context().span_id))
+            with trace.get_tracer("t").start_as_current_span("child") as child:  # parenting still holds
+                assert child.get_span_context().trace_id == outer.get_span_context().trace_id
+        exporter = InMemorySpanExporter()
+        provider.add_exporter(exporter)  # from now on spans are recorded, and exported
+        with trace.get_tracer("t").start_as_current_span("y") as span:
+            assert span.is_recording()
+        assert [s.name for s in exporter.get_finished_spans()] == ["y"]
     finally:
         provider.shutdown()
 

@@ -15,11 +15,13 @@ has no known quota and is left out of `RateLimit`, but its policy is still adver
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from gateway.ratelimit.base import Outcome
 
 
+@functools.lru_cache(maxsize=1024)  # bucket names: few, and on every response
 def sf_string(text: str) -> str:
     """An RFC 9651 sf-string. Characters it cannot carry (outside printable ASCII) are
     percent-encoded as UTF-8, so an odd bucket name never breaks a response."""

@@ -82,6 +82,9 @@ class EventStore(ABC):
     writers = 1
     #: Whether `begin` records intents that become `interrupted` rows after a crash.
     journals_intents = False
+    #: Seconds a writer waits before taking a batch: for a store that writes behind its callers,
+    #: so the answers go out first and more events share the transaction. 0: callers are waiting.
+    linger_s = 0.0
 
     def __init__(self, *, max_batch: int = 1000) -> None:
         self._max_batch = max_batch
@@ -95,23 +98,27 @@ class EventStore(ABC):
 
     async def append(self, event: RunEvent) -> None:
         """Commit `event`; return once durable. Re-appending an id already stored is a no-op."""
-        if self._closed:
-            raise EventStoreUnavailable(f"{self.name} store is closed")
-        if not isinstance(event, RunEvent):
-            raise TypeError(f"append() takes a RunEvent, got {type(event).__name__}")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
-        self._start_writers().set()
-        await future
+        self._accept(event, "append")
+        await self._enqueue(event)
 
     async def begin(self, event: RunEvent) -> None:
         """Record the intent `event` (the call's row should the process die before `append` of
         the same id) durably against the process dying. A no-op without a local journal."""
+        self._accept(event, "begin")
+        self._begin(event)
+
+    def _accept(self, event: RunEvent, verb: str) -> None:
         if self._closed:
             raise EventStoreUnavailable(f"{self.name} store is closed")
         if not isinstance(event, RunEvent):
-            raise TypeError(f"begin() takes a RunEvent, got {type(event).__name__}")
-        self._begin(event)
+            raise TypeError(f"{verb}() takes a RunEvent, got {type(event).__name__}")
+
+    def _enqueue(self, event: RunEvent) -> asyncio.Future[None]:
+        """Queue `event` for the group commit; the future settles with its batch."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._start_writers().set()
+        return future
 
     async def write_batch(self, events: list[RunEvent]) -> None:
         """Write `events` now in ONE transaction, bypassing the queue (an outbox's shipper uses
@@ -247,6 +254,8 @@ class EventStore(ABC):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self.linger_s and not self._closed:
+                await asyncio.sleep(self.linger_s)
             n = min(len(self._pending), self._max_batch)
             batch = [self._pending.popleft() for _ in range(n)]
             if self._pending:  # more than one batch queued: let a sibling writer take the rest

@@ -4,12 +4,17 @@ durability, and the intents of calls in flight, which become `interrupted` rows 
 Durability (what a released answer survives):
 
     "disk"     every commit is fsync'd before callers are released (WAL, synchronous=FULL):
-               the row survives power loss and kernel crashes. The default.
-    "process"  every commit has reached the operating system before callers are released (WAL,
-               synchronous=NORMAL): the row survives the gateway dying in any way (kill -9, OOM,
-               a crash), not a power loss or kernel crash, which may lose the commits made since
-               the last WAL sync (SQLite syncs at each checkpoint; the kernel writes back within
-               seconds). It costs no fsync on the call's path.
+               the row survives power loss and kernel crashes, for one fsync per group commit on
+               the call's path.
+    "process"  every outcome has reached the operating system before its caller is released: the
+               row survives the gateway dying in any way (kill -9, OOM, a crash), not a power loss
+               or kernel crash, which may lose the lines and commits of the last seconds (SQLite
+               syncs at each checkpoint; the kernel writes back within seconds). The outcome goes
+               to this process's intent log (one write(2), as the intent did) and the caller is
+               released; the SQLite commit (WAL, synchronous=NORMAL) follows behind, group-
+               committed off the event loop. No fsync and no transaction on the call's path.
+               The default. (The Postgres outbox commits its own journal at synchronous=NORMAL
+               before it releases a caller, and ships behind.)
 
 Intents: before a tool runs, `begin` appends the row the call will get if its process dies
 first (status `interrupted`) to this process's intent log, `<journal>.owners/<owner>.<n>.intents`:
@@ -77,15 +82,18 @@ class IntentLog:
         self._gen = 0
         self._fd = self._open(0)
         self._size = 0
-        self._open_ids: dict[str, int] = {}  # intent id -> the generation (file) holding it
-        self._counts: dict[int, int] = {0: 0}  # open intents per generation
+        # event id -> the generations (files) holding its lines: the intent, and with durability
+        # "process" its outcome too (written behind, see SqliteEventStore.append)
+        self._open_ids: dict[str, list[int]] = {}
+        self._counts: dict[int, int] = {0: 0}  # open lines per generation
 
     def write(self, event: RunEvent) -> None:
-        """Append one intent (raises OSError if it cannot be written)."""
+        """Append one line: an intent, or an outcome not yet committed (raises OSError if it
+        cannot be written). The last line of an id is the one recovery keeps."""
         line = _encode(event) + b"\n"
         if os.write(self._fd, line) != len(line):
             raise OSError(f"short write to the intent log in {self.dir}")
-        self._open_ids[event.id] = self._gen
+        self._open_ids.setdefault(event.id, []).append(self._gen)
         self._counts[self._gen] += 1
         self._size += len(line)
         if self._size >= self.ROTATE_BYTES:
@@ -98,8 +106,7 @@ class IntentLog:
     def done(self, ids: list[str]) -> None:
         """These calls' outcomes are committed: their intents are no longer needed."""
         for event_id in ids:
-            gen = self._open_ids.pop(event_id, None)
-            if gen is not None:
+            for gen in self._open_ids.pop(event_id, ()):
                 self._counts[gen] -= 1
                 self._drop_if_done(gen)
 
@@ -115,14 +122,17 @@ class IntentLog:
         return dead
 
     def read(self, owner: str) -> list[RunEvent]:
-        """A dead owner's intents, oldest first (a line cut short by a crash is skipped)."""
+        """A dead owner's calls, oldest first, each as its last line: the outcome if one was
+        written behind, else the intent (a line cut short by a crash is skipped)."""
         files = sorted(self.dir.glob(f"{owner}.*.intents"), key=lambda f: int(f.name.split(".")[1]))
-        events = []
+        events: dict[str, RunEvent] = {}
         for f in files:
             for line in f.read_bytes().splitlines():
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    events.append(_decode_event(line))
-        return events
+                    event = _decode_event(line)
+                    events[event.id] = event
+        return list(events.values())
+
 
     def release(self, dead: dict[str, int]) -> None:
         """Forget dead owners whose intents are now rows (call after that commit)."""

@@ -16,7 +16,9 @@ Connect as a login role that is a member of `opsgate_gateway` (INSERT and SELECT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,12 @@ _SELECT = (
 # anything else (connection, timeout, privilege, server) means "not now".
 _REJECT = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _encode = msgspec.json.Encoder().encode
+
+
+def _heard(release: asyncio.Future[None]) -> None:
+    """Take a finished release's outcome, so a failure is not reported as never retrieved."""
+    if not release.cancelled():
+        release.exception()
 
 
 class PostgresEventStore(EventStore):
@@ -94,13 +102,36 @@ class PostgresEventStore(EventStore):
                     )
         return self._pool
 
-    async def _write_batch(self, events: list[RunEvent]) -> None:
-        columns = [list(c) for c in zip(*map(to_row, events), strict=True)]
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; getting it and the work done with it are bounded by `timeout`.
+
+        The connection goes back to the pool outside that bound, in a task of its own. asyncpg
+        shields a release from cancellation, so a release interrupted by our deadline (asyncpg's
+        command timeout and ours can fire together on a stalled database) or by shutdown would go
+        on alone and fail later with nobody to hear it: "exception was never retrieved". Its
+        failure needs no handling: asyncpg has already terminated the connection, and the pool
+        connects afresh on the next acquire.
+        """
+        pool: asyncpg.Pool | None = None
+        conn: asyncpg.Connection | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 pool = await self._get_pool()
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.execute(self._insert, *columns)
+                conn = await pool.acquire()
+                yield conn
+        finally:
+            if pool is not None and conn is not None:
+                release = asyncio.ensure_future(pool.release(conn, timeout=self._timeout))
+                release.add_done_callback(_heard)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(release)
+
+    async def _write_batch(self, events: list[RunEvent]) -> None:
+        columns = [list(c) for c in zip(*map(to_row, events), strict=True)]
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(self._insert, *columns)
         except _REJECT as exc:
             raise EventRejected(f"Postgres refused the event: {exc}") from exc
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -131,32 +162,28 @@ class PostgresEventStore(EventStore):
             where.append(f"created_at < {bind(datetime.fromisoformat(q.until))}")
         order = "desc" if q.newest_first else "asc"
         try:
-            async with asyncio.timeout(self._timeout):
-                pool = await self._get_pool()
-                async with pool.acquire() as conn:
-                    if q.after_id is not None:
-                        cursor = await conn.fetchrow(
-                            f"select created_at, id from {self.table} where id = $1::uuid", q.after_id
-                        )
-                        if cursor is None:
-                            raise ValueError(f"after_id {q.after_id} is not a stored event")
-                        op = "<" if q.newest_first else ">"
-                        where.append(f"(created_at, id) {op} ({bind(cursor[0])}, {bind(cursor[1])})")
-                    sql = f"select {_SELECT} from {self.table}"
-                    if where:
-                        sql += " where " + " and ".join(where)
-                    sql += f" order by created_at {order}, id {order} limit {bind(q.limit)}"
-                    rows = await conn.fetch(sql, *args)
+            async with self._connection() as conn:
+                if q.after_id is not None:
+                    cursor = await conn.fetchrow(
+                        f"select created_at, id from {self.table} where id = $1::uuid", q.after_id
+                    )
+                    if cursor is None:
+                        raise ValueError(f"after_id {q.after_id} is not a stored event")
+                    op = "<" if q.newest_first else ">"
+                    where.append(f"(created_at, id) {op} ({bind(cursor[0])}, {bind(cursor[1])})")
+                sql = f"select {_SELECT} from {self.table}"
+                if where:
+                    sql += " where " + " and ".join(where)
+                sql += f" order by created_at {order}, id {order} limit {bind(q.limit)}"
+                rows = await conn.fetch(sql, *args)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
         return [_event(r) for r in rows]
 
     async def _probe(self) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                pool = await self._get_pool()
-                async with pool.acquire() as conn:
-                    await conn.fetchval(f"select 1 from {self.table} limit 1")
+            async with self._connection() as conn:
+                await conn.fetchval(f"select 1 from {self.table} limit 1")
         except TimeoutError:
             raise EventStoreUnavailable(f"Postgres did not answer within {self._timeout} s") from None
 

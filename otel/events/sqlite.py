@@ -1,11 +1,17 @@
 """SQLite event store: the embedded default (`make run`, single hosts).
 
-Durability: WAL with `synchronous=FULL` by default (`durability="disk"`), so a returned `append`
-survives power loss, not just a process crash; `durability="process"` (synchronous=NORMAL)
-survives any death of the gateway process but not a power loss, and puts no fsync on the
-call's path (see otel/events/journal.py). Intents (`begin`) go to a per-process intent log
-beside the database and become `interrupted` rows when a store next opens it after their
-process died.
+Durability (otel/events/journal.py): `durability="process"` (the default) releases a caller once
+its outcome is in this process's intent log, which survives any death of the gateway process
+but not a power loss, and commits the row behind (WAL, synchronous=NORMAL); `durability="disk"`
+(synchronous=FULL) releases it only when the row's commit is fsync'd, which survives power loss.
+Intents (`begin`) and outcomes not yet committed go to the per-process intent log beside the
+database and become rows (`interrupted` when only the intent is there) when a store next opens it
+after their process died.
+
+Written behind: while a commit fails, outcomes keep going to the log (nothing is lost) and are
+retried every RETRY_S, but `begin` refuses, so no tool runs until the store commits again;
+likewise past `max_behind` outcomes not yet committed. `query` first waits for the outcomes
+already handed in, so a gateway reads its own writes.
 One writer connection on one dedicated thread (SQLite allows one writer; the
 event loop never blocks on fsync), fed by the shared group-commit queue: one transaction and
 one fsync per batch. Reads use a second connection on another thread (WAL readers do not
@@ -24,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
+from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
 from otel.events.journal import Durability, IntentLog, Journaled, connect
 from otel.events.model import RunEvent, from_row, to_row
 
@@ -72,11 +78,20 @@ class SqliteEventStore(Journaled, EventStore):
     name = "sqlite"
     CHECKPOINT_EVERY = 2000  # rows written between WAL checkpoints
 
+    RETRY_S = 1.0  # between attempts to commit outcomes written behind, while commits fail
+
     def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
-                 durability: Durability = "disk") -> None:
+                 durability: Durability = "process", max_behind: int = 100_000) -> None:
         super().__init__(max_batch=max_batch)
         self.path = Path(path)
         self.durability = durability
+        self.max_behind = max_behind
+        if durability == "process":  # nobody waits for these commits: let answers go out first
+            self.linger_s = 0.002
+        self._behind: set[asyncio.Future[None]] = set()  # outcomes handed in, commit not yet settled
+        self._unshipped: dict[str, RunEvent] = {}  # outcomes whose commit failed, retried
+        self._behind_error: str | None = None
+        self._retry: asyncio.Task[None] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
@@ -110,16 +125,90 @@ class SqliteEventStore(Journaled, EventStore):
         self._intents.release(dead)
         return len(events)
 
+    # -- durability "process": outcomes written behind --------------------------------------
+
+    async def append(self, event: RunEvent) -> None:
+        if self.durability != "process":
+            return await super().append(event)
+        self._accept(event, "append")
+        try:  # from here the outcome survives the process dying: recovery inserts it
+            self._intents.write(event)
+        except OSError as exc:
+            raise EventStoreUnavailable(f"cannot record the call's outcome beside {self.path}: {exc}") from exc
+        future = self._enqueue(event)  # not awaited: the commit follows behind
+        self._behind.add(future)
+        future.add_done_callback(lambda f: self._settled_behind(f, event))
+
+    def _begin(self, event: RunEvent) -> None:
+        if self.durability == "process":
+            if self._behind_error is not None:
+                raise EventStoreUnavailable(f"the SQLite event store at {self.path} cannot commit "
+                                            f"({self._behind_error}); no tool runs until it can")
+            if len(self._behind) + len(self._unshipped) >= self.max_behind:
+                raise EventStoreUnavailable(f"{len(self._behind) + len(self._unshipped)} outcomes are "
+                                            f"waiting for their commit to {self.path}; no tool runs until "
+                                            "fewer are")
+        super()._begin(event)
+
+    def _settled_behind(self, future: asyncio.Future[None], event: RunEvent) -> None:
+        self._behind.discard(future)
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            return
+        # Still in the intent log, so not lost; commit it again until that works.
+        self._unshipped[event.id] = event
+        self._behind_error = f"{type(error).__name__}: {error}"
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._retry_unshipped())
+
+    async def _retry_unshipped(self) -> None:
+        while self._unshipped and not self._closed:
+            await asyncio.sleep(self.RETRY_S)
+            events = list(self._unshipped.values())
+            try:
+                await self._write_batch(events)
+            except EventStoreError as exc:
+                self._behind_error = f"{type(exc).__name__}: {exc}"
+                continue
+            self._committed(events)
+            for e in events:
+                self._unshipped.pop(e.id, None)
+        if not self._unshipped:
+            self._behind_error = None
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every outcome handed in so far has its commit settled (not the retries), or
+        `timeout_s` passed. Callable from another event loop (a reader on another thread)."""
+        pending = set(self._behind)
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        if all(f.get_loop() is loop for f in pending):
+            await asyncio.wait(pending, timeout=timeout_s)
+            return
+        deadline = loop.time() + timeout_s  # futures of the owner's loop: watch, do not await them
+        while any(not f.done() for f in pending) and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+
+    async def _query(self, q: Query) -> list[RunEvent]:
+        await self.flush()  # read your own writes
+        return await asyncio.get_running_loop().run_in_executor(self._rpool, self._query_sync, q)
+
+    async def health(self) -> dict[str, Any]:
+        await self.flush()
+        report = await super().health()
+        if self.durability == "process":
+            report["behind"] = len(self._behind) + len(self._unshipped)
+            if self._behind_error is not None:
+                report["status"] = "down"
+                report["error"] = f"commits failing, outcomes kept in the intent log: {self._behind_error}"
+        return report
+
+    # -- writing --------------------------------------------------------------------------------
+
     async def _write_batch(self, events: list[RunEvent]) -> None:
         rows = [to_row(e) for e in events]
-        if self.durability == "process":
-            # No fsync in this commit (checkpoints run on the reader's thread), so it is tens of
-            # microseconds of CPU: cheaper on the loop than a hop to the writer thread and back.
-            # (Gateways sharing one database would make the loop wait on each other's write
-            # lock here; give each its own state dir, or use durability "disk".)
-            self._write_sync(rows)
-        else:
-            await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
+        await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
         self._unchecked += len(rows)
         if self._unchecked >= self.CHECKPOINT_EVERY and (self._ckpt is None or self._ckpt.done()):
             self._unchecked = 0
@@ -143,9 +232,6 @@ class SqliteEventStore(Journaled, EventStore):
     def _checkpoint(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # busy or failing: the WAL grows until the next attempt
             self._cconn.execute("pragma wal_checkpoint(passive)").fetchall()
-
-    async def _query(self, q: Query) -> list[RunEvent]:
-        return await asyncio.get_running_loop().run_in_executor(self._rpool, self._query_sync, q)
 
     def _query_sync(self, q: Query) -> list[RunEvent]:
         where: list[str] = []
@@ -194,6 +280,10 @@ class SqliteEventStore(Journaled, EventStore):
         self._rconn.execute("select 1 from run_events limit 1").fetchall()
 
     async def _close(self) -> None:
+        if self._retry is not None:  # what it had not committed stays in the log for the next opener
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._wpool, self._wconn.close)
         if self._ckpt is not None:

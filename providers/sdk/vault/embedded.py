@@ -11,6 +11,8 @@ import os
 import sqlite3
 import stat
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +59,20 @@ def _load_key(path: Path) -> bytes:
     return key
 
 
+def _with_retries(statement: Callable[[], object], attempts: int = 100) -> None:
+    """Run a set-up statement that several processes may race for. Switching a new database to
+    WAL takes an exclusive lock that SQLite may refuse at once ("database is locked") rather than
+    wait for, while another starter does the same; the winner's change is what we wanted anyway."""
+    for attempt in range(attempts):
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class EmbeddedVault:
     """`EmbeddedVault(directory)`: `vault.key` (0600) and `vault.db` in `directory` (0700).
 
@@ -70,9 +86,9 @@ class EmbeddedVault:
         self.directory = directory
         self._aead = AESGCM(_load_key(directory / "vault.key"))
         self._db = sqlite3.connect(directory / "vault.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma busy_timeout=5000")
-        self._db.execute(SCHEMA)
+        _with_retries(lambda: self._db.execute("pragma journal_mode=wal"))
+        _with_retries(lambda: self._db.execute(SCHEMA))
         self._lock = threading.Lock()
 
     async def get(self, name: str) -> str:
