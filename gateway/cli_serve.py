@@ -12,10 +12,15 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewayConfig
 from providers.omega import OmegaConfig
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from otel.redact import Redactor
 
 log = logging.getLogger("opsgate")
 
@@ -84,12 +89,11 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.serve import ROLES, build_app, demo_user_id, mint_token
-    from otel.redact import install_log_filter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from(args)
     app, services, secret = build_app(config)
-    install_log_filter(services.redactor)  # after basicConfig: scrubs secret values from every log line
+    server = uvicorn.Server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
     if drift:
         log.warning("tools not in the policy catalogue (always denied): %s", ", ".join(drift))
@@ -100,8 +104,22 @@ def run_serve(args: argparse.Namespace) -> int:
         for role in ROLES:
             token = mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
             print(f"  {role:13} {token}", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", loop="uvloop", http="httptools")
-    return 0
+    server.run()
+    return 0 if server.started else 3  # as uvicorn.run: it has logged why (say, the port is taken)
+
+
+def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvicorn.Config:
+    """uvicorn's settings for `app`, with every log handler scrubbing secret values. uvicorn sets
+    up its own loggers and handlers (not propagating to the root) when its Config is built, so the
+    filter goes on after that: its own error lines, tracebacks included, are scrubbed too."""
+    import uvicorn
+
+    from otel.redact import install_log_filter
+
+    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", loop="uvloop",
+                              http="httptools")
+    install_log_filter(redactor)
+    return settings
 
 
 def run_stdio(args: argparse.Namespace) -> int:

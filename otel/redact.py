@@ -501,12 +501,18 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_filter(redactor: Redactor, logger: logging.Logger | None = None) -> RedactingFilter:
-    """Add one RedactingFilter to every handler of `logger` (default: the root logger) that has none yet.
-    Call it after logging is configured; handlers added later are not covered."""
+    """Add one RedactingFilter to every handler that has none yet: of `logger`, or by default of
+    the root logger and of every logger with handlers of its own (uvicorn's loggers do not
+    propagate to the root). Call it after the last logging set-up; handlers added later are not
+    covered."""
     flt = RedactingFilter(redactor)
-    for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(flt)
+    loggers = [logger] if logger is not None else [logging.getLogger(), *(
+        candidate for candidate in logging.Logger.manager.loggerDict.values()
+        if isinstance(candidate, logging.Logger) and candidate.handlers)]
+    for each in loggers:
+        for handler in each.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(flt)
     return flt
 
 

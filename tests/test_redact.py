@@ -268,6 +268,36 @@ def test_the_log_filter_scrubs_args_exceptions_and_extras(captured: tuple[loggin
     assert "RuntimeError: upstream refused key [REDACTED:secret]" in text and "Traceback" in text
 
 
+def test_opsgate_serve_scrubs_uvicorns_own_log_lines_too(capsys: pytest.CaptureFixture[str]) -> None:
+    # uvicorn gives its loggers handlers of their own that do not propagate to the root, and sets
+    # them up when its Config is built: `opsgate serve` must filter those handlers as well.
+    from gateway.cli_serve import uvicorn_config
+    from gateway.config import GatewayConfig
+
+    def handlers() -> list[logging.Handler]:
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        return [h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers]
+
+    before = {id(h): list(h.filters) for h in handlers()}
+    logging.getLogger().addHandler(root := logging.StreamHandler(io.StringIO()))
+    try:
+        uvicorn_config(lambda *_: None, GatewayConfig(), redactor())
+        try:
+            raise ConnectionError(f"upstream https://api.example.com/?key={quote_plus(ODD)} refused {SECRET}")
+        except ConnectionError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        logging.getLogger("uvicorn.access").warning('%s - "GET /?t=%s HTTP/1.1" 200', "127.0.0.1", SECRET)
+        text = capsys.readouterr()
+    finally:
+        logging.getLogger().removeHandler(root)
+        for handler in handlers():  # as it was: later tests install filters of their own
+            handler.filters[:] = before.get(id(handler), [])
+    out = text.out + text.err
+    assert "Exception in ASGI application" in out and "ConnectionError: upstream" in out and "GET /?t=" in out
+    assert not [f for s in (SECRET, ODD) for f in secret_forms(s) if f in out], out
+    assert any(isinstance(f, RedactingFilter) for f in root.filters)
+
+
 # -- end to end: a tool that uses a vault secret ------------------------------------------------------
 
 
