@@ -44,6 +44,8 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, services))
+        if services.audit is not None:
+            await services.audit.store.start()
         watcher = asyncio.create_task(_watch_expiries(services))
         try:
             async with manager.run():

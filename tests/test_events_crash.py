@@ -227,3 +227,26 @@ async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp
     for w in range(WORKERS):  # each client's calls stored in the order it made them
         mine = [m for m in messages if m.split("-")[1] == str(w)]
         assert [int(m.split("-")[2]) for m in mine] == sorted(int(m.split("-")[2]) for m in mine)
+
+
+async def test_a_restarted_gateway_ships_what_an_earlier_one_left_journaled_before_any_call(
+        tmp_path: Path) -> None:
+    user = str(uuid.uuid4())
+    state, started = tmp_path / "state", tmp_path / "started.txt"
+    token = admin_token(state, user)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    with fresh_database([user]) as pg, contextlib.closing(proxy):
+        extra = ["--events", "postgres", "--database-url", pg.gateway_dsn(proxy.port)]
+        proxy.cut()  # Postgres unreachable for the whole life of the first gateway
+        with gateway(tmp_path, "gw1", state, started, extra) as gw1:
+            load = Load(gw1.url, token)
+            await load.until(lambda: len(load.answered) >= 16)
+            await load.finish()
+            assert not load.errors, load.errors
+        proxy.restore()
+        with gateway(tmp_path, "gw2", state, started, extra):  # nobody calls it or asks its /health
+            deadline = time.monotonic() + 60
+            while len(rows := await stored_rows("postgres", state, pg, user)) < len(load.answered):
+                assert time.monotonic() < deadline, f"{len(rows)} of {len(load.answered)} shipped"
+                await asyncio.sleep(0.2)
+    assert sorted(m for _, m, _ in rows) == sorted(load.answered)

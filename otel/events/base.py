@@ -96,6 +96,10 @@ class EventStore(ABC):
 
     # -- the contract -------------------------------------------------------------------------
 
+    async def start(self) -> None:  # noqa: B027 - optional: most stores have nothing to start
+        """Begin the store's background work now, not at its first use: an outbox ships what an
+        earlier process left journaled even if no call or health check comes. Idempotent."""
+
     async def append(self, event: RunEvent) -> None:
         """Commit `event`; return once durable. Re-appending an id already stored is a no-op."""
         self._accept(event, "append")

@@ -109,6 +109,9 @@ class OutboxEventStore(Journaled, EventStore):
 
     # -- the contract, bounded ---------------------------------------------------------------
 
+    async def start(self) -> None:
+        self._start_shipper()
+
     async def begin(self, event: RunEvent) -> None:
         self._start_shipper()
         self._refuse_if_full()
