@@ -22,6 +22,7 @@ import json
 import re
 from typing import Any
 
+import idna
 import yaml
 
 from engine.model import Issue
@@ -59,11 +60,16 @@ def host_entities(host: str) -> list[dict[str, Any]]:
 
 
 def canonical_name(name: str) -> str | None:
-    """Lowercase, IDNA-encoded, no trailing dot; None if it is not a valid DNS name."""
-    name = name.strip().rstrip(".").lower()
+    """Lowercase, IDNA-encoded, no trailing dot; None if it is not a valid DNS name.
+
+    IDNA 2008 with UTS 46 mapping, non-transitional, as httpx encodes the host it connects to.
+    Python's own "idna" codec is IDNA 2003, which maps "straße.de" to "strasse.de" while the
+    client goes to "xn--strae-oqa.de": an entry written that way would never match its host."""
+    name = name.strip().rstrip(".")
     try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
+        name = idna.encode(name, uts46=True, transitional=False).decode("ascii") if not name.isascii() \
+            else name.lower()
+    except idna.IDNAError:
         return None
     labels = name.split(".")
     if len(labels) < 2 or not all(LABEL.match(label) for label in labels):
@@ -71,7 +77,9 @@ def canonical_name(name: str) -> str | None:
     return name
 
 
-def _compile_entry(provider: str, entry: Any, file: str) -> tuple[str | None, Issue | None]:
+def compile_entry(provider: str, entry: Any, file: str) -> tuple[str | None, Issue | None]:
+    """One allowlist entry -> (its egress permit as Cedar text, None) or (None, the issue).
+    Deviation exceptions granting extra hosts use it too, so both accept exactly the same syntax."""
     if not isinstance(entry, str):
         return None, Issue(file, f"{provider}: entry {entry!r} is not a string")
     m = ENTRY.match(entry.strip())
@@ -122,7 +130,7 @@ def compile_allowlist(raw: bytes, file: str) -> tuple[str, list[str], list[Issue
             issues.append(Issue(file, f"{provider}: expected a list of hosts"))
             continue
         for entry in entries:
-            text, issue = _compile_entry(str(provider), entry, file)
+            text, issue = compile_entry(str(provider), entry, file)
             if issue:
                 issues.append(issue)
             else:
@@ -130,4 +138,4 @@ def compile_allowlist(raw: bytes, file: str) -> tuple[str, list[str], list[Issue
     return "\n".join(texts), [str(p) for p in data], issues
 
 
-__all__ = ["canonical_name", "compile_allowlist", "domain_parents", "host_entities", "is_ip"]
+__all__ = ["canonical_name", "compile_allowlist", "compile_entry", "domain_parents", "host_entities", "is_ip"]

@@ -145,6 +145,13 @@ def test_the_allowlist_and_the_client_spell_names_alike() -> None:
     names += ["API.Socket.DEV.", "Sentry.IO", "xn--pi-6kc.socket.dev"]
     for name in names:
         assert canonical_host(name) == (canonical_name(name), False), name
+    # Names outside ASCII: an entry must name the host the client really connects to. Under
+    # IDNA 2003 "straße.de" was "strasse.de", a different host from httpx's "xn--strae-oqa.de".
+    for name in ["straße.de", "Faß.example", "ς.gr", "Bücher.Example.", "xn--strae-oqa.de"]:
+        client = httpx.URL(f"https://{name}/").raw_host.decode()
+        assert canonical_host(client) == (canonical_name(name), False), (name, client)
+    assert canonical_name("straße.de") != canonical_name("strasse.de")
+    assert canonical_name("☃.net") is None and canonical_name("a\u200db.com") is None  # not valid IDNA 2008
 
 
 def test_the_client_has_no_way_around_the_checks() -> None:

@@ -54,7 +54,7 @@ def grant_policies(exception_id: str, spec: ExceptionSpec) -> list[tuple[str, bo
     out: list[tuple[str, bool]] = []
     if isinstance(g, EgressGrant):
         for host in g.hosts:
-            text, issue = allowlist._compile_entry(spec.provider, host, "exception.yaml")
+            text, issue = allowlist.compile_entry(spec.provider, host, "exception.yaml")
             if text is None:
                 raise ValueError(issue.message if issue else f"bad host {host!r}")
             first, rest = text.split("\n", 1)

@@ -195,7 +195,7 @@ def _check_grant(spec: ExceptionSpec) -> list[str]:
         if not g.hosts:
             problems.append("an egress grant needs at least one host")
         for host in g.hosts:
-            _, issue = allowlist._compile_entry(spec.provider, host, SPEC_FILE)  # the allowlist's own parser
+            _, issue = allowlist.compile_entry(spec.provider, host, SPEC_FILE)  # the allowlist's own parser
             if issue:
                 problems.append(issue.message)
     elif isinstance(g, ProviderCallGrant | SchemaChangeGrant):
