@@ -44,16 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
-    bench_policies,
     loaded,
     median,
     paired,
     paired_added,
     pct,
     serve_forever,
-    shared_token,
-    start,
-    stop,
+    servers,
 )
 from otel.events import (  # noqa: E402
     EventStore,
@@ -166,22 +163,14 @@ def serve(mode: str, port: int, policies: str, state: str) -> None:
 
 
 def per_call(tmp: Path, n: int, rounds: int) -> tuple[dict[str, dict[int, list[float]]], dict[str, float]]:
-    policies = bench_policies(tmp)
-    states = {mode: tmp / f"state-{mode}" for mode in SERVERS}
-    token = shared_token(list(states.values()))
-    servers = {mode: start("bench.events", mode, policies=policies, state=states[mode]) for mode in SERVERS}
-    urls = {mode: url for mode, (_, url) in servers.items()}
-    pids = {mode: proc.pid for mode, (proc, _) in servers.items()}
     lat: dict[str, dict[int, list[float]]] = {m: {c: [] for c in CONCURRENCY} for m in SERVERS}
     cpu = {m: 0.0 for m in SERVERS}
-    try:
+    with servers("bench.events", SERVERS, tmp) as fleet:
         for r in range(rounds):
-            for mode, xs in asyncio.run(paired(urls, pids, token, n // rounds, cpu)).items():
+            for mode, xs in asyncio.run(paired(fleet.urls, fleet.pids, fleet.token, n // rounds, cpu)).items():
                 lat[mode][1] += xs
             for mode in SERVERS[r % len(SERVERS):] + SERVERS[:r % len(SERVERS)]:
-                lat[mode][LOADED] += asyncio.run(loaded(urls[mode], token, n // rounds, LOADED))[0]
-    finally:
-        stop([proc for proc, _ in servers.values()])
+                lat[mode][LOADED] += asyncio.run(loaded(fleet.urls[mode], fleet.token, n // rounds, LOADED))[0]
     calls = len(lat["off"][1])
     return lat, {m: cpu[m] / calls for m in SERVERS}
 

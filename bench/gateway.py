@@ -27,15 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
-    bench_policies,
     loaded,
     median,
     paired,
     paired_added,
     pct,
-    shared_token,
-    start,
-    stop,
+    servers,
 )
 
 MODES = ("governed", "bare")
@@ -45,26 +42,18 @@ LOADED = 32
 def measure(calls: int, rounds: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="opsgate-bench-"))
     try:
-        policies = bench_policies(tmp)
-        states = {m: tmp / f"state-{m}" for m in MODES}
-        token = shared_token(list(states.values()))
-        servers = {m: start("bench.gateway_server", m, policies=policies, state=states[m]) for m in MODES}
-        urls = {m: url for m, (_, url) in servers.items()}
-        pids = {m: proc.pid for m, (proc, _) in servers.items()}
         lat1: dict[str, list[float]] = {m: [] for m in MODES}
         lat32: dict[str, list[float]] = {m: [] for m in MODES}
         tput: dict[str, list[float]] = {m: [] for m in MODES}
         cpu = {m: 0.0 for m in MODES}
-        try:
+        with servers("bench.gateway_server", MODES, tmp) as fleet:
             for r in range(rounds):
-                for m, xs in asyncio.run(paired(urls, pids, token, calls // rounds, cpu)).items():
+                for m, xs in asyncio.run(paired(fleet.urls, fleet.pids, fleet.token, calls // rounds, cpu)).items():
                     lat1[m] += xs
                 for m in MODES[r % 2:] + MODES[:r % 2]:
-                    xs, rate = asyncio.run(loaded(urls[m], token, calls // rounds, LOADED))
+                    xs, rate = asyncio.run(loaded(fleet.urls[m], fleet.token, calls // rounds, LOADED))
                     lat32[m] += xs
                     tput[m].append(rate)
-        finally:
-            stop([proc for proc, _ in servers.values()])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,7 +20,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,30 @@ def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         proc.terminate()
     for proc in procs:
         proc.wait(10)
+
+
+@dataclass(frozen=True)
+class Servers:
+    token: str  # a viewer token every server accepts
+    urls: dict[str, str]  # mode -> MCP endpoint
+    pids: dict[str, int]
+
+
+@contextlib.contextmanager
+def servers(module: str, modes: Sequence[str], tmp: Path) -> Iterator[Servers]:
+    """One `start(module, mode)` server per mode, on the bench bundle, each with its own state dir
+    sharing one signing key; stopped on exit."""
+    policies = bench_policies(tmp)
+    states = {mode: tmp / f"state-{mode}" for mode in modes}
+    token = shared_token(list(states.values()))
+    started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for mode in modes:
+            started[mode] = start(module, mode, policies=policies, state=states[mode])
+        yield Servers(token, {m: url for m, (_, url) in started.items()},
+                      {m: proc.pid for m, (proc, _) in started.items()})
+    finally:
+        stop([proc for proc, _ in started.values()])
 
 
 def serve_forever(app: Any, port: int) -> None:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,17 +195,36 @@ async def test_sigkill_mid_load_leaves_one_row_per_answer_and_interrupted_rows_f
     assert all(rows[m][0][1] == "interrupted" for m in never_began if m in rows)
 
 
-async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class BehindProxy:
+    """A fresh database holding one user, a proxy in front of Postgres, and what a gateway process
+    needs to store its events there through the proxy."""
+
+    user: str
+    token: str  # the user's, as ops_admin
+    state: Path
+    started: Path
+    pg: PgDb
+    proxy: TcpProxy
+    extra: list[str]  # the gateway's arguments
+
+
+@contextlib.contextmanager
+def postgres_behind_proxy(tmp: Path) -> Iterator[BehindProxy]:
     user = str(uuid.uuid4())
-    state, started = tmp_path / "state", tmp_path / "started.txt"
-    token = admin_token(state, user)
+    state = tmp / "state"
     proxy = TcpProxy(("127.0.0.1", 5432))
     with fresh_database([user]) as pg, contextlib.closing(proxy):
-        extra = ["--events", "postgres", "--database-url", pg.gateway_dsn(proxy.port)]
-        with gateway(tmp_path, "gw", state, started, extra) as gw:
-            load = Load(gw.url, token)
+        yield BehindProxy(user, admin_token(state, user), state, tmp / "started.txt", pg, proxy,
+                          ["--events", "postgres", "--database-url", pg.gateway_dsn(proxy.port)])
+
+
+async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp_path: Path) -> None:
+    with postgres_behind_proxy(tmp_path) as env:
+        with gateway(tmp_path, "gw", env.state, env.started, env.extra) as gw:
+            load = Load(gw.url, env.token)
             await load.until(lambda: len(load.answered) >= 40)
-            proxy.cut()
+            env.proxy.cut()
             seen = len(load.answered)
             await load.until(lambda: len(load.answered) >= seen + 60)  # answers keep coming
             deadline = time.monotonic() + 30
@@ -213,13 +233,13 @@ async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp
                 await asyncio.sleep(0.05)
             assert events["status"] == "degraded" and events["outbox"]["backlog"] > 0
             assert httpx.get(gw.url + "/health/ready", timeout=10).status_code == 200
-            proxy.restore()
+            env.proxy.restore()
             seen = len(load.answered)
             await load.until(lambda: len(load.answered) >= seen + 40)
             await load.finish()
             assert not load.errors, load.errors
             wait_drained(gw)
-        rows = await stored_rows("postgres", state, pg, user)
+        rows = await stored_rows("postgres", env.state, env.pg, env.user)
 
     messages = [m for _, m, _ in rows]
     assert sorted(messages) == sorted(load.answered), "lost or duplicated rows"
@@ -231,22 +251,17 @@ async def test_postgres_outage_mid_load_answers_throughout_and_loses_nothing(tmp
 
 async def test_a_restarted_gateway_ships_what_an_earlier_one_left_journaled_before_any_call(
         tmp_path: Path) -> None:
-    user = str(uuid.uuid4())
-    state, started = tmp_path / "state", tmp_path / "started.txt"
-    token = admin_token(state, user)
-    proxy = TcpProxy(("127.0.0.1", 5432))
-    with fresh_database([user]) as pg, contextlib.closing(proxy):
-        extra = ["--events", "postgres", "--database-url", pg.gateway_dsn(proxy.port)]
-        proxy.cut()  # Postgres unreachable for the whole life of the first gateway
-        with gateway(tmp_path, "gw1", state, started, extra) as gw1:
-            load = Load(gw1.url, token)
+    with postgres_behind_proxy(tmp_path) as env:
+        env.proxy.cut()  # Postgres unreachable for the whole life of the first gateway
+        with gateway(tmp_path, "gw1", env.state, env.started, env.extra) as gw1:
+            load = Load(gw1.url, env.token)
             await load.until(lambda: len(load.answered) >= 16)
             await load.finish()
             assert not load.errors, load.errors
-        proxy.restore()
-        with gateway(tmp_path, "gw2", state, started, extra):  # nobody calls it or asks its /health
+        env.proxy.restore()
+        with gateway(tmp_path, "gw2", env.state, env.started, env.extra):  # nobody calls it or asks its /health
             deadline = time.monotonic() + 60
-            while len(rows := await stored_rows("postgres", state, pg, user)) < len(load.answered):
+            while len(rows := await stored_rows("postgres", env.state, env.pg, env.user)) < len(load.answered):
                 assert time.monotonic() < deadline, f"{len(rows)} of {len(load.answered)} shipped"
                 await asyncio.sleep(0.2)
     assert sorted(m for _, m, _ in rows) == sorted(load.answered)
