@@ -200,5 +200,5 @@ def paired_added(xs: list[float], base: list[float]) -> float:
     return pct([a - b for a, b in zip(xs, base, strict=True)], 0.5)
 
 
-__all__ = ["Caller", "bench_policies", "cpu_ms", "free_port", "loaded", "median", "paired", "paired_added", "pct",
-           "serve_forever", "session", "shared_token", "start", "stop"]
+__all__ = ["Caller", "Servers", "bench_policies", "cpu_ms", "free_port", "loaded", "median", "paired", "paired_added",
+           "pct", "serve_forever", "servers", "session", "shared_token", "start", "stop"]

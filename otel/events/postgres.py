@@ -6,8 +6,9 @@ unnest(<one array per column>) on conflict (id) do nothing`, so replays are no-o
 parameter (within noise), both ~15% faster than `executemany`. Two batches may be in flight
 on two pooled connections, so events that arrive during one commit need not wait for it.
 
-Every database operation is bounded by `timeout` (default 2 s): an unreachable or stalled
-database becomes `EventStoreUnavailable` promptly instead of holding tool calls. Connections are
+Every database operation is bounded by `timeout` (default 2 s), and handing its connection
+back to the pool by `timeout` again: an unreachable or stalled database becomes
+`EventStoreUnavailable` promptly instead of holding tool calls. Connections are
 made lazily, so a store built while the database is down starts working when it comes back.
 
 Connect as a login role that is a member of `opsgate_gateway` (INSERT and SELECT only).
