@@ -2,6 +2,7 @@
 
     with JwksServer({"keys": [...]}) as srv:
         srv.url; srv.requests; srv.jwks = {...}  # switch keys; srv.delay_s = 0.2  # slow answers
+        srv.held.clear()  # answers wait until srv.held.set(): a fetch stays in flight as long as a test needs
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class JwksServer:
         self.path = path
         self.status = 200
         self.delay_s = 0.0
+        self.held = threading.Event()
+        self.held.set()
         self._requests = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -45,6 +48,7 @@ class JwksServer:
                     srv._requests += 1
                 if srv.delay_s:
                     time.sleep(srv.delay_s)
+                srv.held.wait(30)
                 body = json.dumps(srv.jwks).encode() if self.path == srv.path else b"{}"
                 self.send_response(srv.status if self.path == srv.path else 404)
                 self.send_header("content-type", "application/json")
@@ -62,6 +66,7 @@ class JwksServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.held.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
