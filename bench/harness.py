@@ -197,7 +197,7 @@ def median(xs: list[float]) -> float:
 
 def paired_added(xs: list[float], base: list[float]) -> float:
     """The median of the per-pair differences (see the module docstring)."""
-    return pct([a - b for a, b in zip(xs, base, strict=True)], 0.5)
+    return median([a - b for a, b in zip(xs, base, strict=True)])
 
 
 __all__ = ["Caller", "Servers", "bench_policies", "cpu_ms", "free_port", "loaded", "median", "paired", "paired_added",

@@ -247,10 +247,10 @@ class Engine:
             return self._decision(b, start, Verdict(False, (), (resolved.error or "invalid entities",)))
         keys = (resolved.principal_keys, b.ancestors_of_action(req.action), resolved.resource_keys)
         _, ps, memo = b.enforce.slice_for(*keys, ctx, types[1] if types is not None else None)
-        if not self.memoise:
-            memo = None
-        memo_key = memo.key(resolved.key, req.action, ctx) if memo is not None else None
-        answer = memo.get(memo_key) if memo is not None else None
+        answer = memo_key = None
+        if memo is not None and self.memoise:
+            memo_key = memo.key(resolved.key, req.action, ctx)
+            answer = memo.get(memo_key)
         if answer is None:
             # Encoded once here with msgspec: cedarpy would re-encode a dict with stdlib json on
             # every evaluation, and it accepts the JSON text as is.
@@ -258,7 +258,7 @@ class Engine:
             request = {"principal": req.principal.as_cedar(), "action": {"type": "Ops::Action", "id": req.action},
                        "resource": req.resource.as_cedar(), "context": _ENCODE(ctx).decode()}
             answer = authorize(request, ps, resolved.entities, b.schema)
-            if memo is not None:
+            if memo_key is not None:
                 memo.put(memo_key, answer)
         parts = split(Raw(*answer), b.tier_ids, b.dryrun_ids, b.effect_of)
         v = verdict(parts.authz, b.effect_of)

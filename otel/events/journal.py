@@ -133,7 +133,6 @@ class IntentLog:
                     events[event.id] = event
         return list(events.values())
 
-
     def release(self, dead: dict[str, int]) -> None:
         """Forget dead owners whose intents are now rows (call after that commit)."""
         for owner, fd in dead.items():
@@ -182,10 +181,14 @@ class Journaled:
     _intents: IntentLog
 
     def _begin(self, event: RunEvent) -> None:
+        self._journal(event, "start")
+
+    def _journal(self, event: RunEvent, what: str) -> None:
+        """One line in the intent log: from here `event` survives the process dying."""
         try:
             self._intents.write(event)
         except OSError as exc:
-            raise EventStoreUnavailable(f"cannot record the call's start beside {self.path}: {exc}") from exc
+            raise EventStoreUnavailable(f"cannot record the call's {what} beside {self.path}: {exc}") from exc
 
     def _committed(self, events: list[RunEvent]) -> None:
         self._intents.done([e.id for e in events])

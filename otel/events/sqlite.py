@@ -131,10 +131,7 @@ class SqliteEventStore(Journaled, EventStore):
         if self.durability != "process":
             return await super().append(event)
         self._accept(event, "append")
-        try:  # from here the outcome survives the process dying: recovery inserts it
-            self._intents.write(event)
-        except OSError as exc:
-            raise EventStoreUnavailable(f"cannot record the call's outcome beside {self.path}: {exc}") from exc
+        self._journal(event, "outcome")  # recovery inserts it should the process die before the commit
         future = self._enqueue(event)  # not awaited: the commit follows behind
         self._behind.add(future)
         future.add_done_callback(lambda f: self._settled_behind(f, event))
@@ -144,11 +141,14 @@ class SqliteEventStore(Journaled, EventStore):
             if self._behind_error is not None:
                 raise EventStoreUnavailable(f"the SQLite event store at {self.path} cannot commit "
                                             f"({self._behind_error}); no tool runs until it can")
-            if len(self._behind) + len(self._unshipped) >= self.max_behind:
-                raise EventStoreUnavailable(f"{len(self._behind) + len(self._unshipped)} outcomes are "
-                                            f"waiting for their commit to {self.path}; no tool runs until "
-                                            "fewer are")
+            if self._waiting() >= self.max_behind:
+                raise EventStoreUnavailable(f"{self._waiting()} outcomes are waiting for their commit to "
+                                            f"{self.path}; no tool runs until fewer are")
         super()._begin(event)
+
+    def _waiting(self) -> int:
+        """Outcomes written behind whose commit has not succeeded yet (in flight or to retry)."""
+        return len(self._behind) + len(self._unshipped)
 
     def _settled_behind(self, future: asyncio.Future[None], event: RunEvent) -> None:
         self._behind.discard(future)
@@ -198,7 +198,7 @@ class SqliteEventStore(Journaled, EventStore):
         await self.flush()
         report = await super().health()
         if self.durability == "process":
-            report["behind"] = len(self._behind) + len(self._unshipped)
+            report["behind"] = self._waiting()
             if self._behind_error is not None:
                 report["status"] = "down"
                 report["error"] = f"commits failing, outcomes kept in the intent log: {self._behind_error}"
