@@ -1,22 +1,31 @@
-# `make test` and `make run` are all the set-up a fresh machine needs.
+# `make test` and `make run` are all the set-up a fresh machine needs (Python >= 3.11).
+# Every package comes from uv.lock: uv itself is installed by pip with the lock's hashes, then
+# `uv sync --locked` installs exactly the lock (and fails if pyproject.toml and the lock disagree).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
 
-.PHONY: test run bench lint fmt clean
+.PHONY: test run bench lint fmt lock clean
 
-$(STAMP): pyproject.toml
+$(BIN)/uv: uv.lock scripts/uv_requirement.py
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(PY) scripts/uv_requirement.py > $(VENV)/uv-requirement.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r $(VENV)/uv-requirement.txt
+	@touch $(BIN)/uv
+
+$(STAMP): $(BIN)/uv pyproject.toml uv.lock
+	$(UV) sync --locked --extra test --quiet
 	@touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 run: $(STAMP)
-	$(BIN)/opsgate serve --demo-tokens
+	$(BIN)/opsgate serve --demo-tokens --host $(HOST) --port $(PORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/decide.py
@@ -25,6 +34,12 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Refresh uv.lock on purpose (after editing dependencies in pyproject.toml), then install it.
+lock: $(BIN)/uv
+	$(UV) lock
+	$(UV) sync --locked --extra test --quiet
+	@touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -51,6 +51,22 @@ class Catalogue(msgspec.Struct, frozen=True):
 CedarType = Any
 
 
+# JSON Schema keywords that annotate and never constrain: they reach the model reading tools/list,
+# never a decision (the Cedar types come from the rest), and libraries reformat them between versions.
+ANNOTATIONS = frozenset({"title", "description", "examples", "$comment"})
+
+
+def decision_shape(schema: Any) -> Any:
+    """`schema` without its annotations: what a decision about the tool depends on. Two schemas
+    with the same shape give the same Cedar types and the same validation of arguments."""
+    if isinstance(schema, dict):
+        return {k: decision_shape(v) for k, v in schema.items()
+                if k not in ANNOTATIONS or not isinstance(v, str | list)}
+    if isinstance(schema, list):
+        return [decision_shape(v) for v in schema]
+    return schema
+
+
 def parse_catalogue(raw: bytes, file: str) -> tuple[Catalogue, list[Issue]]:
     try:
         cat = msgspec.json.decode(raw, type=Catalogue)

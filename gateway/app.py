@@ -13,9 +13,7 @@ from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
-from gateway.routes_decision import ROUTES as DECISION_ROUTES
-from gateway.routes_exceptions import ROUTES as EXCEPTION_ROUTES
-from gateway.routes_health import ROUTES as HEALTH_ROUTES
+from gateway.routes import ROUTES
 from gateway.services import Services
 from otel.tracing import OpsgateTracerProvider, use_provider
 
@@ -61,7 +59,7 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flushes a batch exporter
 
-    app = Litestar([mcp, *DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES], lifespan=[lifespan], debug=False)
+    app = Litestar([mcp, *ROUTES], lifespan=[lifespan], debug=False)
     app.state.services = services
     app.state.health_timeout_s = health_timeout_s
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line

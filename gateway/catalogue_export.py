@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from gateway.registry import Registry
+from providers.sdk import Resource
 
 
 def served_entries(registry: Registry) -> list[dict[str, Any]]:
-    return [{"name": t.name, "kind": t.tool.kind, "description": t.tool.description, "input_schema": t.input_schema}
-            for t in registry.tools]
+    """Every served tool, then every served resource's read action (kind `read`)."""
+    tools = [{"name": t.name, "kind": t.tool.kind, "description": t.tool.description, "input_schema": t.input_schema}
+             for t in registry.tools]
+    return tools + [{"name": r.action, "kind": "read", "description": resource_description(r.resource),
+                     "input_schema": r.input_schema} for r in registry.resources]
+
+
+def resource_description(resource: Resource) -> str:
+    return f"Read the resource {resource.uri}: {resource.description}"
 
 
 def merged(existing: list[dict[str, Any]], served: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -52,8 +52,6 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sensitive_paths: tuple[str, ...] = ()
     # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
     omega: OmegaConfig = OmegaConfig()
-    # Base URL overrides per provider (tests, self-hosted upstreams), e.g. {"sentry": "http://127.0.0.1:9000"}.
-    upstreams: dict[str, str] = {}
 
 
 __all__ = ["GatewayConfig"]

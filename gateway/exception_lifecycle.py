@@ -1,6 +1,6 @@
 """Filing, approving, revoking and reviewing deviation exceptions, and their ops.run_events rows.
 
-Shared by the HTTP routes (gateway/routes_exceptions.py) and the CLI (gateway/cli_exceptions.py),
+Shared by the HTTP routes (gateway/routes/exceptions.py) and the CLI (gateway/cli/exceptions.py),
 so both refuse the same things with the same words. The engine's side (parsing, verification,
 compilation) is engine.exceptions; this side writes files, signs with the vault's key and records.
 

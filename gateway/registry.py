@@ -78,8 +78,10 @@ def health_tool(provider: ProviderBase) -> Tool:
 
 
 def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    """The tool's JSON Schema with the root object inlined (MCP wants `type: object` at the top)."""
-    schema = msgspec.json.schema(struct)
+    """The tool's JSON Schema with the root object inlined (MCP wants `type: object` at the top),
+    every description written as `inspect.cleandoc` writes a docstring: msgspec 0.23 cleans
+    docstring indentation and earlier versions did not, and the served text must not depend on that."""
+    schema = _clean_descriptions(msgspec.json.schema(struct))
     ref = schema.get("$ref")
     if ref is None:
         return schema
@@ -88,6 +90,15 @@ def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     if defs:
         root["$defs"] = defs
     return root
+
+
+def _clean_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 @dataclass(frozen=True)

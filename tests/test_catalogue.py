@@ -1,9 +1,14 @@
 """The policy bundle's tool catalogue and the providers the gateway serves must agree: a tool
-whose kind or input schema differs from policies/tools.json would be decided on a stale model."""
+whose kind or input schema differs from policies/tools.json would be decided on a stale model.
+
+The comparison is of what a decision depends on (engine.catalogue.decision_shape: the schema
+without titles and descriptions), not of text a library version may reformat. On a real change,
+regenerate with `opsgate policy catalogue --write` and review the diff."""
 
 from __future__ import annotations
 
 from engine import load_bundle
+from engine.catalogue import decision_shape
 from gateway.registry import RegistrationError, Registry
 from gateway.serve import default_providers
 from providers.sdk import ProviderBase
@@ -17,7 +22,22 @@ def test_every_served_tool_is_in_the_catalogue_with_the_same_kind_and_schema() -
     for served in registry.tools:
         entry = catalogue.get(served.name)
         assert entry is not None
-        assert (entry.kind, entry.input_schema) == (served.tool.kind, served.input_schema), served.name
+        assert (entry.kind, decision_shape(entry.input_schema)) == (served.tool.kind,
+                                                                    decision_shape(served.input_schema)), (
+            f"{served.name} differs from policies/tools.json: run `opsgate policy catalogue --write`")
+
+
+def test_a_changed_constraint_is_drift_and_a_reworded_description_is_not() -> None:
+    schema = {"title": "Args", "description": "Old\n    words.", "type": "object",
+              "properties": {"limit": {"type": "integer", "maximum": 200, "description": "rows"}}}
+    reworded = {**schema, "description": "Old\nwords.", "properties": {"limit": {**schema["properties"]["limit"],
+                                                                                "description": "at most 200 rows"}}}
+    narrowed = {**schema, "properties": {"limit": {"type": "integer", "maximum": 100, "description": "rows"}}}
+    assert decision_shape(reworded) == decision_shape(schema)
+    assert decision_shape(narrowed) != decision_shape(schema)
+    # a property that happens to be called "description" is a constraint, not an annotation
+    named = {"type": "object", "properties": {"description": {"type": "string"}}}
+    assert decision_shape(named) == named
 
 
 def test_every_provider_gets_a_health_tool() -> None:

@@ -271,7 +271,7 @@ def test_the_log_filter_scrubs_args_exceptions_and_extras(captured: tuple[loggin
 def test_opsgate_serve_scrubs_uvicorns_own_log_lines_too(capsys: pytest.CaptureFixture[str]) -> None:
     # uvicorn gives its loggers handlers of their own that do not propagate to the root, and sets
     # them up when its Config is built: `opsgate serve` must filter those handlers as well.
-    from gateway.cli_serve import uvicorn_config
+    from gateway.cli.serve import uvicorn_config
     from gateway.config import GatewayConfig
 
     def handlers() -> list[logging.Handler]:

@@ -1,4 +1,4 @@
-"""`opsgate`: the command line. Each command group lives in its own module.
+"""`opsgate`: the command line. Each command group lives in its own module of this package.
 
 A command module has `register(subparsers)`, which adds its parser(s) and sets the default
 `run`: a callable `(args) -> int` that does the work and turns the command's own user errors
@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("engine.cli", "gateway.cli_catalogue", "gateway.cli_serve", "gateway.cli_events", "gateway.cli_vault",
-            "gateway.cli_exceptions")
+COMMANDS = ("engine.cli", "gateway.cli.catalogue", "gateway.cli.serve", "gateway.cli.events", "gateway.cli.vault",
+            "gateway.cli.exceptions")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,11 @@
+"""The gateway's HTTP routes besides /mcp, one module per concept; ROUTES is what create_app mounts."""
+
+from __future__ import annotations
+
+from gateway.routes.decision import ROUTES as DECISION_ROUTES
+from gateway.routes.exceptions import ROUTES as EXCEPTION_ROUTES
+from gateway.routes.health import ROUTES as HEALTH_ROUTES
+
+ROUTES = [*DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES]
+
+__all__ = ["ROUTES"]
