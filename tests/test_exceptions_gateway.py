@@ -17,8 +17,9 @@ from engine import Request, Uid
 from engine.exceptions import find
 from gateway.config import GatewayConfig
 from gateway.serve import demo_user_id
-from tests.conftest import POLICIES
-from tests.exception_fixtures import REQUESTER, file
+from gateway.exception_lifecycle import SIGNING_KEY
+from tests.conftest import POLICIES, put_secret
+from tests.exception_fixtures import KEY, REQUESTER, file
 from tests.harness import RunningGateway, running_gateway
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +31,7 @@ ADMIN = demo_user_id("ops_admin")
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     state = tmp_path_factory.mktemp("state")
+    put_secret(state / "vault", SIGNING_KEY, KEY)  # the key the fixtures file with: approvers.pub's root
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(state), exceptions=str(state / "exceptions"))
     with running_gateway(config) as running:
         yield running
@@ -76,7 +78,7 @@ async def test_http_approve_with_real_tokens(gw: RunningGateway) -> None:
     r = await post(gw, url, gw.token("ops_admin"))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["approved_by"] == ADMIN and body["public_key_added"] is True
+    assert body["approved_by"] == ADMIN and body["filed_by"] == REQUESTER
     assert body["reloaded"] is True and exception_id in body["active"]
     d = agent_egress(gw)
     assert d.allowed and d.exceptions_applied == (exception_id,)
