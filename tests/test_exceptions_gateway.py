@@ -157,3 +157,32 @@ async def test_a_running_gateway_records_an_expiry_once_without_waiting_for_revi
             rows = await expired_rows(g)
             assert [e.exception_ids for e in rows] == [[gone]]
             assert not agent_egress(g).allowed
+
+
+async def test_filing_over_http_names_the_caller_and_the_filer_cannot_approve(gw: RunningGateway) -> None:
+    filer = "f11e0000-0000-4000-8000-00000000000f"
+    body = {"provider": "sentry", "rule": 5, "grant": {"hosts": ["http://relay.lan:9000"]},
+            "justification": "the relay is only on the LAN", "compensating_controls": ["read-only token"],
+            "days": 10, "suffix": "http"}
+    assert (await post(gw, "/v1/exceptions", None, body)).status_code == 401
+    r = await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), {**body, "requested_by": ADMIN})
+    assert r.status_code == 400  # nobody states a requester: the token does
+    r = await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), body)
+    assert r.status_code == 201, r.text
+    exception_id = r.json()["exception"]
+    assert (exception_id, r.json()["filed_by"], r.json()["state"]) == ("mcp-exception-sentry-5-http", filer, "pending")
+    record = find(root(gw), exception_id)
+    assert record is not None and record.filer == filer and record.spec is not None
+    assert record.spec.requested_by == filer
+    assert (await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), body)).status_code == 409
+    r = await post(gw, "/v1/exceptions", gw.token("ops_viewer"), {**body, "rule": 3, "suffix": "events"})
+    assert r.status_code == 422 and "can never be waived" in r.json()["detail"]
+
+    r = await post(gw, f"/v1/exceptions/{exception_id}/approve", gw.token("ops_admin", user_id=filer))
+    assert r.status_code == 403 and "cannot approve their own" in r.json()["detail"]
+    r = await post(gw, f"/v1/exceptions/{exception_id}/approve", gw.token("ops_admin"))
+    assert r.status_code == 200 and (r.json()["filed_by"], r.json()["approved_by"]) == (filer, ADMIN)
+    rows = [row for row in await opsgate_rows(gw) if row[2] == [exception_id]]
+    assert [(tool, caller) for tool, caller, _ in rows] == [
+        ("exception.filed", filer), ("exception.refused", filer), ("exception.refused", filer),
+        ("exception.approved", ADMIN)]
