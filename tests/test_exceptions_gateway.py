@@ -16,8 +16,8 @@ import pytest
 from engine import Request, Uid
 from engine.exceptions import find
 from gateway.config import GatewayConfig
-from gateway.serve import demo_user_id
 from gateway.exception_lifecycle import SIGNING_KEY
+from gateway.serve import demo_user_id
 from tests.conftest import POLICIES, put_secret
 from tests.exception_fixtures import KEY, REQUESTER, file
 from tests.harness import RunningGateway, running_gateway

@@ -21,8 +21,8 @@ import msgspec
 
 from engine import allowlist
 from engine.exceptions.approvers import read_chain
-from engine.exceptions.inventory import Record, scan
-from engine.exceptions.spec import EgressGrant, ExceptionSpec, ProviderCallGrant, RateLimitGrant
+from engine.exceptions.inventory import PREFIX, Record, scan
+from engine.exceptions.spec import APPROVAL, EgressGrant, ExceptionSpec, ProviderCallGrant, RateLimitGrant
 from engine.exceptions.trust import REPOSITORY_ONLY, Trust
 
 CARVE_OUT_RULES = ("7",)
@@ -126,7 +126,7 @@ def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime |
     fails any check, or whose policies do not validate against the schema, is refused: listed, never
     loaded. When the gateway could not read the audit trail or its pinned root, nothing is loaded."""
     out = Compiled(policies=[], carve_outs={}, active=[], refused={}, expires_at={})
-    if trust.unavailable:
+    if trust.unavailable and _any_approval(Path(root)):  # nothing approved: nothing to hold back
         out.unavailable = f"no exception is in force: {trust.unavailable}"
         return out
     chain = read_chain(root, trust.root)
@@ -141,6 +141,10 @@ def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime |
             continue  # expired
         _add(out, r, schema)
     return out
+
+
+def _any_approval(root: Path) -> bool:
+    return root.is_dir() and any((d / APPROVAL).exists() for d in root.iterdir() if d.name.startswith(PREFIX))
 
 
 def _add(out: Compiled, r: Record, schema: cedarpy.Schema) -> None:
