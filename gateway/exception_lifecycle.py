@@ -181,10 +181,11 @@ def _record(root: str | Path, exception_id: str, trust: Trust) -> Record:
 
 
 def require_admin(exception_id: str, actor: Actor, step: str) -> None:
-    """The first check of approving and revoking: nothing else is read, nothing touched, before it."""
+    """The first check of approving, revoking and adding a key (`step`): nothing else is read,
+    nothing touched, before it."""
     if actor.role != APPROVER_ROLE:
         problem = (approver_problems(actor.id, actor.role, ())[0] if step == "approve"
-                   else f"only an {APPROVER_ROLE} may revoke (role: {actor.role or 'none'})")
+                   else f"only an {APPROVER_ROLE} may {step} (role: {actor.role or 'none'})")
         raise Refused(exception_id, [problem], 403)
 
 

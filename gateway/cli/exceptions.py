@@ -173,7 +173,7 @@ def _grant(args: argparse.Namespace, rule: int) -> dict[str, Any]:
 
 
 async def _new(args: argparse.Namespace) -> int:
-    from gateway.exception_lifecycle import LifecycleEvents, Refused, prepare_filing, write_filing
+    from gateway.exception_lifecycle import LifecycleEvents, Refused, prepare_filing, withdraw_filing, write_filing
     from gateway.exception_trust import trusted_key
 
     if args.requested_by:
@@ -210,9 +210,13 @@ async def _new(args: argparse.Namespace) -> int:
             _print_refusal("filing", e)
             return 1
         assert record.filing is not None
-        await events.record("filed", record.id, actor=caller.id,
-                            detail={"rule": rule, "provider": provider, "key_id": record.filing.key_id,
-                                    "spec_sha256": record.filing.spec_sha256})
+        try:
+            await events.record("filed", record.id, actor=caller.id,
+                                detail={"rule": rule, "provider": provider, "key_id": record.filing.key_id,
+                                        "spec_sha256": record.filing.spec_sha256})
+        except Exception:
+            withdraw_filing(args.dir, record.id)  # no filing nobody can audit
+            raise
     finally:
         await vault.close()
         await store.close()
@@ -284,12 +288,11 @@ async def _approve_or_revoke(args: argparse.Namespace) -> int:
 
 
 async def _key(args: argparse.Namespace) -> int:
+    from engine.exceptions import public_key_line
     from gateway.exception_lifecycle import approval_key
 
     vault = _vault(args)
     try:
-        from engine.exceptions import public_key_line
-
         print(public_key_line(await approval_key(vault)))
     finally:
         await vault.close()
@@ -312,7 +315,7 @@ async def _add_key(args: argparse.Namespace) -> int:
     path = Path(args.dir) / PUBLIC_KEYS
     try:
         try:
-            require_admin(PUBLIC_KEYS, caller, "approve")
+            require_admin(PUBLIC_KEYS, caller, "add an approver key")
             if kid in read_chain(args.dir, await pinned_root(vault, args.dir, pin=True)).keys:
                 print(f"key {kid} is already trusted by {path}")
                 return 0
