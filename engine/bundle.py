@@ -150,7 +150,7 @@ class Bundle:
                 "dryrun_policies": len(self.dryrun_ids), "tier_policies": len(self.tiers),
                 "tools": len(self.catalogue.tools),
                 "exceptions": self.exceptions.status(now) if self.exceptions is not None and now is not None
-                else {"active": [], "expired": [], "refused": {}}}
+                else {"active": [], "expired": [], "refused": {}, "unavailable": None, "approvers": {}}}
 
 
 def _uid_of_key(key: str) -> dict[str, str]:
@@ -235,14 +235,15 @@ def _validate(text: str, file: str, schema: cedarpy.Schema, positional: dict[str
 
 def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] = (),
                 sets: PolicySets | None = None, exceptions: str | Path | None = None,
-                now: datetime | None = None) -> Bundle:
+                now: datetime | None = None, exception_trust: Any = None) -> Bundle:
     """Load, validate and index the bundle at `root`. Raises BundleError listing every problem.
 
     `extra_policies` are (file label, Cedar text) pairs compiled in alongside the files. `sets` is
     the compiled-PolicySet cache to share with the bundle this one replaces. `exceptions` is the
     deviation exceptions directory: the runtime grants of those approved, verified and (at `now`)
     unexpired are compiled in (engine.exceptions); one that fails a check is refused on its own
-    and listed in the status, it never refuses the bundle.
+    and listed in the status, it never refuses the bundle. `exception_trust` (engine.exceptions.Trust)
+    is what the gateway vouches for beyond the files: revocations and the pinned approvers' root.
     """
     root = Path(root)
     issues: list[Issue] = []
@@ -268,7 +269,7 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
     except ValueError as e:
         raise BundleError([*issues, Issue("schema.cedarschema", f"invalid schema: {e}")]) from None
 
-    waivers = _exceptions(exceptions, schema, now)
+    waivers = _exceptions(exceptions, schema, now, exception_trust)
     allow_text, allow_providers, allow_issues = allowlist.compile_allowlist(
         _read(root, "provider-allowlist.yaml", issues), "provider-allowlist.yaml")
     issues += allow_issues
@@ -303,12 +304,12 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
                   exceptions=waivers)
 
 
-def _exceptions(directory: str | Path | None, schema: cedarpy.Schema, now: datetime | None) -> Any:
+def _exceptions(directory: str | Path | None, schema: cedarpy.Schema, now: datetime | None, trust: Any) -> Any:
     if directory is None or not Path(directory).is_dir():
         return None
-    from engine.exceptions import compile_exceptions  # engine.exceptions imports this module
+    from engine.exceptions import REPOSITORY_ONLY, compile_exceptions  # engine.exceptions imports this module
 
-    return compile_exceptions(directory, schema, now)
+    return compile_exceptions(directory, schema, now, trust if trust is not None else REPOSITORY_ONLY)
 
 
 def _static_entities(root: Path, cat: catalogue.Catalogue, allow_providers: list[str],

@@ -175,12 +175,17 @@ class Engine:
 
     def __init__(self, bundle: Bundle, *, clock: Callable[[], datetime] = utcnow,
                  extra_policies: Callable[[], Iterable[tuple[str, str]]] | None = None,
-                 exceptions: str | Path | None = None, memoise: bool = True) -> None:
+                 exceptions: str | Path | None = None, memoise: bool = True,
+                 exception_trust: Callable[[], Any] | None = None) -> None:
         self._bundle = bundle
         # Cedar's answers remembered per slice by exactly what its policies read (engine/memo.py).
         self.memoise = memoise
         self._clock = clock
         self.exceptions_dir = exceptions  # deviation exceptions, read again on every reload
+        # What the composition root vouches for beyond the exception files (engine.exceptions.Trust:
+        # revocations from the audit trail, the pinned approvers' root), asked at every load; None:
+        # the repository alone (CLI tools, CI).
+        self.exception_trust = exception_trust
         self._extra = extra_policies or (lambda: ())
         self._resolved: dict[tuple[Any, ...], _Resolved] = {}
         self._reload_lock = threading.Lock()
@@ -189,9 +194,10 @@ class Engine:
 
     @classmethod
     def from_dir(cls, root: str | Path, **kw: Any) -> Engine:
-        extra = kw.get("extra_policies")
-        return cls(load_bundle(root, extra_policies=extra() if extra else (), exceptions=kw.get("exceptions"),
-                               now=kw.get("clock", utcnow)()), **kw)
+        extra, trust = kw.get("extra_policies"), kw.get("exception_trust")
+        exceptions = kw.get("exceptions")
+        return cls(load_bundle(root, extra_policies=extra() if extra else (), exceptions=exceptions,
+                               now=kw.get("clock", utcnow)(), exception_trust=_ask(trust, exceptions)), **kw)
 
     @property
     def bundle(self) -> Bundle:
@@ -212,7 +218,8 @@ class Engine:
             old = self._bundle
             try:
                 new = load_bundle(root or old.root, extra_policies=self._extra(), sets=old.sets,
-                                  exceptions=self.exceptions_dir, now=self._clock())
+                                  exceptions=self.exceptions_dir, now=self._clock(),
+                                  exception_trust=_ask(self.exception_trust, self.exceptions_dir))
             except BundleError as e:
                 self.last_error = e
                 return False, e.issues
@@ -324,6 +331,14 @@ class Engine:
         return resolved
 
 
+
+
+def _ask(trust: Callable[[], Any] | None, exceptions: str | Path | None) -> Any:
+    """The gateway's Trust for this load; asked only when there are exceptions to judge (it may read
+    the audit trail)."""
+    if trust is None or exceptions is None or not Path(exceptions).is_dir():
+        return None
+    return trust()
 
 
 def _ancestors(key: str, parents: dict[str, list[str]]) -> frozenset[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 
+from gateway.exception_trust import exceptions_ready, watch_exceptions
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.routes import ROUTES
 from gateway.services import Services
@@ -44,7 +45,8 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, services))
         if services.audit is not None:
             await services.audit.store.start()
-        watcher = asyncio.create_task(_watch_expiries(services))
+        await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
+        watcher = asyncio.create_task(watch_exceptions(services))
         try:
             async with manager.run():
                 yield
@@ -64,29 +66,6 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
     app.state.health_timeout_s = health_timeout_s
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
     return app
-
-
-EXPIRY_CHECK_S = 30.0
-
-
-async def _watch_expiries(services: Services) -> None:
-    """Deviation exceptions stop working at their expiry second inside the engine (no I/O there);
-    this writes the "expired" lifecycle row soon after, at start-up and every EXPIRY_CHECK_S,
-    so the audit trail does not wait for the monthly review."""
-    root = services.engine.exceptions_dir
-    if root is None or services.audit is None:
-        return
-    from engine.exceptions import scan
-    from gateway.exception_lifecycle import LifecycleEvents
-
-    events = LifecycleEvents(services.audit.store)
-    while True:
-        try:
-            await events.record_expiries(scan(root), services.clock())
-        except Exception as e:  # the next round tries again; serving never depends on this
-            logging.getLogger("opsgate.exceptions").warning("recording expired exceptions failed: %s",
-                                                            type(e).__name__)
-        await asyncio.sleep(EXPIRY_CHECK_S)
 
 
 def _reload(services: Services) -> Any:

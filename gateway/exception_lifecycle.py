@@ -4,8 +4,16 @@ Shared by the HTTP routes (gateway/routes/exceptions.py) and the CLI (gateway/cl
 so both refuse the same things with the same words. The engine's side (parsing, verification,
 compilation) is engine.exceptions; this side writes files, signs with the vault's key and records.
 
+Invariants:
+- Every check of a step (role, existence, state, four eyes, expiry) runs before any secret is
+  touched: `check_*` functions read only files and the Trust handed in; the key comes after.
+- The filer is the identity a verified token proves, bound to exception.yaml by a signed receipt
+  (filing.json); the approval carries that filer and is refused when the approver is the filer,
+  whatever exception.yaml says, and when exception.yaml changed since it was filed.
+- A revocation is permanent: revoked by file or by the audit trail (Trust.revoked), never approved again.
+
 Every step is one row: provider "opsgate", tool "exception.<step>" (filed, approved, refused,
-expired, revoked, reviewed), `exception_ids` naming the exception, the actor as caller_id.
+expired, revoked, reviewed, key_added), `exception_ids` naming the exception, the actor as caller_id.
 "applied" is every decision row whose `exception_ids` names it (gateway/audit.py).
 """
 
@@ -24,15 +32,20 @@ from engine.exceptions import (
     APPROVAL,
     APPROVER_ROLE,
     EXPIRING_WITHIN,
-    PUBLIC_KEYS,
+    FILING,
+    KIND_OF_RULE,
     README,
+    REPOSITORY_ONLY,
     REVOCATION,
+    SELF_APPROVAL,
     SPEC_FILE,
     Approval,
     ExceptionSpec,
+    Filing,
     Record,
     Revocation,
     SpecError,
+    Trust,
     approver_problems,
     content_digest,
     find,
@@ -41,10 +54,9 @@ from engine.exceptions import (
     never_waivable,
     new_private_key,
     parse_spec,
-    public_key_line,
-    read_public_keys,
     scan,
     sign,
+    spec_digest,
     spec_to_yaml,
 )
 from otel.events import EventStore, RunEvent, new_event_id, utc_timestamp
@@ -52,7 +64,7 @@ from providers.sdk.vault import get_or_create
 
 SIGNING_KEY = "opsgate_exception_signing_key"  # vault secret name
 REVIEWS = "REVIEWS.json"
-STEPS = ("filed", "approved", "refused", "expired", "revoked", "reviewed")
+STEPS = ("filed", "approved", "refused", "expired", "revoked", "reviewed", "key_added")
 
 
 class Actor(Protocol):
@@ -76,28 +88,45 @@ class Refused(Exception):
 
 
 async def approval_key(vault: Any) -> str:
-    """The approvers' Ed25519 key from the vault, created there on first use."""
+    """The approvers' Ed25519 key from the vault, created there on first use. Call it only after
+    the step's checks passed (a refused request must not create a secret)."""
     return await get_or_create(vault, SIGNING_KEY, new_private_key)
 
 
+def _write_json(path: Path, record: msgspec.Struct) -> None:
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(record)) + b"\n")
+
+
 # -- filing --------------------------------------------------------------------------------------------
+
+
+class Draft(msgspec.Struct, frozen=True):
+    """A checked filing, not yet written or signed."""
+
+    id: str
+    spec: ExceptionSpec
+    text: str  # exception.yaml
+    readme: str
 
 
 def folder_name(provider: str, rule: int, suffix: str | None = None) -> str:
     return f"mcp-exception-{provider}-{rule}" + (f"-{suffix}" if suffix else "")
 
 
-def file_exception(root: str | Path, *, provider: str, rule: int, grant: dict[str, Any], requested_by: str,
+def prepare_filing(root: str | Path, filer: Actor, *, provider: str, rule: int, grant: dict[str, Any],
                    justification: str, compensating_controls: list[str], expires_at: datetime,
-                   requested_at: datetime, suffix: str | None = None, readme: str | None = None) -> Record:
-    """Write a new spec bundle after checking it; raises Refused (rules 1-4, a bad spec, a taken name)."""
+                   requested_at: datetime, suffix: str | None = None, readme: str | None = None) -> Draft:
+    """Check a filing by `filer` (a verified caller: the requester is who the token proves, never a
+    field); raises Refused (no ops role, rules 1-4, a bad spec, a taken name). Writes nothing."""
     exception_id = folder_name(provider, rule, suffix)
+    if filer.role is None:
+        raise Refused(exception_id, ["an ops role is required to file an exception"], 403)
     refusal = never_waivable(rule)
     if refusal:
         raise Refused(exception_id, [refusal], 422)
-    grant = {"kind": grant.get("kind") or _kind(rule), **grant}
+    grant = {"kind": grant.get("kind") or KIND_OF_RULE.get(rule, ""), **grant}
     try:
-        spec = msgspec.convert({"provider": provider, "rule": rule, "grant": grant, "requested_by": requested_by,
+        spec = msgspec.convert({"provider": provider, "rule": rule, "grant": grant, "requested_by": filer.id,
                                 "justification": justification, "compensating_controls": compensating_controls,
                                 "requested_at": iso(requested_at), "expires_at": iso(expires_at)}, ExceptionSpec)
         text = spec_to_yaml(spec)
@@ -109,18 +138,29 @@ def file_exception(root: str | Path, *, provider: str, rule: int, grant: dict[st
     folder = Path(root) / exception_id
     if folder.exists():
         raise Refused(exception_id, [f"{folder} already exists; give this one a suffix (--suffix)"], 409)
+    return Draft(exception_id, spec, text, readme or default_readme(exception_id, spec))
+
+
+def write_filing(root: str | Path, draft: Draft, filer: Actor, key: str, now: datetime) -> Record:
+    """Write the bundle and its receipt, signed with `key` (a key approvers.pub trusts)."""
+    folder = Path(root) / draft.id
     folder.mkdir(parents=True)
-    (folder / SPEC_FILE).write_text(text)
-    (folder / README).write_text(readme or default_readme(exception_id, spec))
-    record = find(root, exception_id)
+    (folder / SPEC_FILE).write_text(draft.text)
+    (folder / README).write_text(draft.readme)
+    receipt = sign(Filing(exception=draft.id, filed_by=filer.id, filer_role=filer.role or "", filed_at=iso(now),
+                          spec_sha256=spec_digest(folder)), key)
+    _write_json(folder / FILING, receipt)
+    record = find(root, draft.id)
     assert record is not None
     return record
 
 
-def _kind(rule: int) -> str:
-    from engine.exceptions import KIND_OF_RULE
-
-    return KIND_OF_RULE.get(rule, "")
+def withdraw_filing(root: str | Path, exception_id: str) -> None:
+    """Undo a just-written filing whose event could not be recorded (no unaudited filings)."""
+    folder = Path(root) / exception_id
+    for name in (FILING, SPEC_FILE, README):
+        (folder / name).unlink(missing_ok=True)
+    folder.rmdir()
 
 
 def default_readme(exception_id: str, spec: ExceptionSpec) -> str:
@@ -133,59 +173,60 @@ def default_readme(exception_id: str, spec: ExceptionSpec) -> str:
 # -- approval and revocation -----------------------------------------------------------------------------
 
 
-def _record(root: str | Path, exception_id: str) -> Record:
-    record = find(root, exception_id)
+def _record(root: str | Path, exception_id: str, trust: Trust) -> Record:
+    record = find(root, exception_id, trust)
     if record is None:
         raise Refused(exception_id, [f"no exception {exception_id!r} under {root}"], 404)
     return record
 
 
-def approve(root: str | Path, exception_id: str, approver: Actor, key: str, now: datetime) -> Approval:
-    """Check everything an approval must satisfy, then write a signed approval.json. Raises Refused."""
-    record = _record(root, exception_id)
+def require_admin(exception_id: str, actor: Actor, step: str) -> None:
+    """The first check of approving, revoking and adding a key (`step`): nothing else is read,
+    nothing touched, before it."""
+    if actor.role != APPROVER_ROLE:
+        problem = (approver_problems(actor.id, actor.role, ())[0] if step == "approve"
+                   else f"only an {APPROVER_ROLE} may {step} (role: {actor.role or 'none'})")
+        raise Refused(exception_id, [problem], 403)
+
+
+def check_approval(root: str | Path, exception_id: str, approver: Actor, now: datetime,
+                   trust: Trust = REPOSITORY_ONLY) -> Record:
+    """Everything an approval must satisfy, from files and `trust` alone; raises Refused."""
+    require_admin(exception_id, approver, "approve")
+    record = _record(root, exception_id, trust)
     spec = record.spec
     if spec is None:
         raise Refused(exception_id, record.problems, 422)
-    if record.revocation is not None:
-        raise Refused(exception_id, ["it was revoked; file a new exception instead"], 409)
+    if record.revoked:
+        raise Refused(exception_id, ["it was revoked, and a revocation is permanent (the audit trail keeps it even "
+                                     "without revocation.json); file a new exception instead (--suffix)"], 409)
     if record.approval is not None and not record.problems:
         raise Refused(exception_id, [f"it is already approved (by {record.approval.approved_by})"], 409)
-    spec_problems = [p for p in record.problems if p not in record.approval_issues]  # a void approval may be redone
-    problems = approver_problems(approver.id, approver.role, spec)
+    if approver.id in {record.filer, spec.requested_by}:
+        raise Refused(exception_id, [SELF_APPROVAL], 403)
+    problems = [p for p in record.problems if p not in record.approval_issues]  # a void approval may be redone
     if problems:
-        raise Refused(exception_id, problems, 403)
-    if spec_problems:
-        raise Refused(exception_id, spec_problems, 422)
+        raise Refused(exception_id, problems, 422)
     if spec.expires_at <= now:
         raise Refused(exception_id, [f"it expired at {iso(spec.expires_at)}"], 422)
     problems = lifetime_problems(spec, now)
     if problems:
         raise Refused(exception_id, problems, 422)
+    return record
+
+
+def approve(root: str | Path, exception_id: str, approver: Actor, key: str, now: datetime,
+            trust: Trust = REPOSITORY_ONLY) -> Approval:
+    """Check everything (check_approval), then write approval.json signed with `key` (a key the
+    approvers.pub chain trusts: gateway.exception_trust.trusted_key). Raises Refused."""
+    record = check_approval(root, exception_id, approver, now, trust)
+    assert record.spec is not None and record.filer is not None
     folder = Path(record.folder)
-    approval = sign(Approval(exception=exception_id, approved_by=approver.id, approver_role=approver.role or "",
-                             approved_at=iso(now), expires_at=iso(spec.expires_at),
-                             content_sha256=content_digest(folder), key_id=""), key)
-    ensure_public_key(root, key)
-    (folder / APPROVAL).write_bytes(msgspec.json.format(msgspec.json.encode(approval)) + b"\n")
+    approval = sign(Approval(exception=exception_id, filed_by=record.filer, approved_by=approver.id,
+                             approver_role=approver.role or "", approved_at=iso(now),
+                             expires_at=iso(record.spec.expires_at), content_sha256=content_digest(folder)), key)
+    _write_json(folder / APPROVAL, approval)
     return approval
-
-
-def key_known(root: str | Path, key: str) -> bool:
-    return public_key_line(key).split()[0] in read_public_keys(Path(root) / PUBLIC_KEYS)
-
-
-def ensure_public_key(root: str | Path, key: str) -> bool:
-    """Add the vault key's public half to exceptions/approvers.pub if it is not there (True when
-    added: commit that file, it is how everyone else verifies the approvals)."""
-    path = Path(root) / PUBLIC_KEYS
-    line = public_key_line(key)
-    if line.split()[0] in read_public_keys(path):
-        return False
-    head = "" if path.exists() else ("# Ed25519 public keys that sign exception approvals: <key id> <base64 raw key>.\n"
-                                     "# A key is trusted by being committed here.\n")
-    with path.open("a") as f:
-        f.write(head + line + "\n")
-    return True
 
 
 def withdraw_approval(root: str | Path, exception_id: str) -> None:
@@ -193,16 +234,25 @@ def withdraw_approval(root: str | Path, exception_id: str) -> None:
     (Path(root) / exception_id / APPROVAL).unlink(missing_ok=True)
 
 
-def revoke(root: str | Path, exception_id: str, actor: Actor, reason: str, now: datetime) -> Revocation:
-    record = _record(root, exception_id)
-    if actor.role != APPROVER_ROLE:
-        raise Refused(exception_id, [f"only an {APPROVER_ROLE} may revoke (role: {actor.role or 'none'})"], 403)
-    if record.revocation is not None:
+def check_revocation(root: str | Path, exception_id: str, actor: Actor, reason: str,
+                     trust: Trust = REPOSITORY_ONLY) -> Record:
+    require_admin(exception_id, actor, "revoke")
+    record = _record(root, exception_id, trust)
+    if record.revoked:
         raise Refused(exception_id, ["it is already revoked"], 409)
     if not reason.strip():
         raise Refused(exception_id, ["give a reason for the revocation"], 422)
-    revocation = Revocation(revoked_by=actor.id, revoked_at=iso(now), reason=reason.strip())
-    (Path(record.folder) / REVOCATION).write_bytes(msgspec.json.format(msgspec.json.encode(revocation)) + b"\n")
+    return record
+
+
+def revoke(root: str | Path, exception_id: str, actor: Actor, reason: str, now: datetime, key: str,
+           trust: Trust = REPOSITORY_ONLY) -> Revocation:
+    """Write revocation.json signed with `key`. Its anchor is the `exception.revoked` row the
+    caller records: the file may be deleted, the revocation stays."""
+    record = check_revocation(root, exception_id, actor, reason, trust)
+    revocation = sign(Revocation(exception=exception_id, revoked_by=actor.id, revoked_at=iso(now),
+                                 reason=reason.strip()), key)
+    _write_json(Path(record.folder) / REVOCATION, revocation)
     return revocation
 
 
@@ -214,6 +264,7 @@ def summary(r: Record, now: datetime) -> dict[str, Any]:
     return {"id": r.id, "state": r.state(now), "expiring": r.expiring(now),
             "provider": s.provider if s else None, "rule": s.rule if s else None,
             "grant": msgspec.to_builtins(s.grant) if s else None, "requested_by": s.requested_by if s else None,
+            "filed_by": r.filer, "filed_at": r.filing.filed_at if r.filing else None,
             "requested_at": iso(s.requested_at) if s else None, "expires_at": iso(s.expires_at) if s else None,
             "approved_by": r.approval.approved_by if r.approval else None,
             "approved_at": r.approval.approved_at if r.approval else None,
@@ -233,8 +284,8 @@ def _reviews(root: str | Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-def review_report(root: str | Path, now: datetime) -> dict[str, Any]:
-    rows = [summary(r, now) for r in scan(root)]
+def review_report(root: str | Path, now: datetime, trust: Trust = REPOSITORY_ONLY) -> dict[str, Any]:
+    rows = [summary(r, now) for r in scan(root, trust)]
     by = {state: [r for r in rows if r["state"] == state] for state in ("active", "pending", "expired", "revoked",
                                                                         "invalid")}
     last = last_review(root)
@@ -317,20 +368,24 @@ __all__ = [
     "SIGNING_KEY",
     "STEPS",
     "Actor",
+    "Draft",
     "LifecycleEvents",
     "Refused",
     "approval_key",
     "approve",
+    "check_approval",
+    "check_revocation",
     "default_readme",
-    "ensure_public_key",
-    "file_exception",
     "folder_name",
-    "key_known",
     "last_review",
+    "prepare_filing",
     "remember_review",
+    "require_admin",
     "review_markdown",
     "review_report",
     "revoke",
     "summary",
     "withdraw_approval",
+    "withdraw_filing",
+    "write_filing",
 ]

@@ -25,6 +25,7 @@ from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
 from gateway.errors import Code, GatewayError
+from gateway.exception_trust import TrustSource
 from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
@@ -121,13 +122,15 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
         limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
     else:
         limiter = MemoryLimiter()
-    engine = Engine.from_dir(config.policies, exceptions=config.exceptions)
     store: EventStore
     if config.events == "postgres":
         store = OutboxEventStore(Path(config.state_dir) / "events-outbox.db", PostgresEventStore(config.database_url),
                                  durability=config.events_durability, max_pending=config.events_outbox_max)
     else:
         store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability)
+    # Exceptions load only with what the audit trail and the vault vouch for (held back until start).
+    trust = TrustSource(config.exceptions, store, vault)
+    engine = Engine.from_dir(config.policies, exceptions=config.exceptions, exception_trust=trust)
     runtime = GatewayRuntime(engine, vault=vault)
     # Secret values the redactor removes wherever they appear: the signing key and every value
     # the vault has handed a provider.
@@ -136,7 +139,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
-    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
+                    exception_trust=trust), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

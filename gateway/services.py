@@ -34,6 +34,8 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     redactor: Redactor = field(default_factory=Redactor)
     vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
+    # gateway.exception_trust.TrustSource: revocations and the pinned approvers' root, for the engine
+    exception_trust: Any = None
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

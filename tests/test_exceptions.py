@@ -1,16 +1,29 @@
 """Deviation exceptions in the engine: approved runtime grants work until their expiry instant and
-no longer; anything unapproved, tampered, self-approved, over 90 days or waiving rules 1-4 is refused."""
+no longer; anything unfiled, unapproved, tampered, self-approved, over 90 days or waiving rules 1-4 is
+refused; keys count only through the approvers.pub chain; what the gateway vouches for (Trust:
+revocations from the audit trail, the pinned root) is honoured, and without it nothing is granted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from engine import Engine, Entity, Request, Uid
-from engine.exceptions import active_build_waivers, find, new_private_key, scan
+from engine.exceptions import (
+    PUBLIC_KEYS,
+    Trust,
+    active_build_waivers,
+    endorse,
+    find,
+    new_private_key,
+    public_key_line,
+    read_chain,
+    scan,
+)
 from gateway.exception_lifecycle import Refused, approve, revoke
 from gateway.ratelimit import MemoryLimiter
 from tests.conftest import NOW, POLICIES
@@ -23,6 +36,7 @@ from tests.exception_fixtures import (
     file,
     file_and_approve,
     forge_approval,
+    forge_filing,
     raw_spec,
     write_raw,
 )
@@ -62,6 +76,12 @@ def engine_at(root: Path) -> Callable[[Clock], Engine]:
     return lambda clock: Engine.from_dir(POLICIES, exceptions=root, clock=clock)
 
 
+def states(engine: Engine) -> dict[str, object]:
+    """The exceptions' part of the engine's status that says what is in force."""
+    s = engine.status()["exceptions"]
+    return {k: s[k] for k in ("active", "expired", "refused")}
+
+
 def test_netdata_egress_waiver_denied_before_approval_allowed_after_denied_a_second_after_expiry(
         root: Path, engine_at: Callable[[Clock], Engine]) -> None:
     exception_id = file(root, "netdata", 5, {"hosts": [AGENT]}, days=30)
@@ -72,7 +92,7 @@ def test_netdata_egress_waiver_denied_before_approval_allowed_after_denied_a_sec
     approve(root, exception_id, ADMIN_ACTOR, KEY, NOW)
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed  # not loaded until a reload
     assert engine.reload() == (True, ())
-    assert engine.status()["exceptions"] == {"active": [exception_id], "expired": [], "refused": {}}
+    assert states(engine) == {"active": [exception_id], "expired": [], "refused": {}}
     d = engine.decide(egress("netdata", "agent-7.lan"))
     assert d.allowed and d.exceptions_applied == (exception_id,)
     assert d.reasons == (f"exception:{exception_id}:egress:{AGENT}",)
@@ -92,7 +112,7 @@ def test_netdata_egress_waiver_denied_before_approval_allowed_after_denied_a_sec
     d = engine.decide(egress("netdata", "agent-7.lan"))
     assert not d.allowed and d.exceptions_applied == ()
     assert engine.bundle.revision == revision  # no reload happened
-    assert engine.status()["exceptions"] == {"active": [], "expired": [exception_id], "refused": {}}
+    assert states(engine) == {"active": [], "expired": [exception_id], "refused": {}}
     clock.now = expires
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed  # it ends at that instant
 
@@ -125,7 +145,7 @@ def test_forged_or_foreign_approvals_are_refused_when_loaded(root: Path, engine_
     path.write_text(path.read_text().replace(ADMIN, REQUESTER))  # claim another approver
     engine = engine_at(Clock(NOW))
     refused = engine.status()["exceptions"]["refused"]
-    assert "not in exceptions/approvers.pub" in refused[forged]
+    assert "which exceptions/approvers.pub does not trust" in refused[forged]
     assert "does not verify" in refused[altered]
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
     assert not engine.decide(egress("sentry", "relay.lan", port=9000)).allowed
@@ -155,9 +175,102 @@ def test_self_approval_forged_with_the_real_key_is_refused_when_loaded(
     forge_approval(root, exception_id, expires_at=NOW + timedelta(days=30), approved_by=REQUESTER)
     other = file(root, "sentry", 5, {"hosts": ["http://relay.lan:9000"]})
     forge_approval(root, other, expires_at=NOW + timedelta(days=30), role="ops_operator")
-    refused = engine_at(Clock(NOW)).status()["exceptions"]["refused"]
+    # the approval claims a stranger filed it and the filer approved: the receipt says otherwise
+    laundered = file(root, "socket", 5, {"hosts": ["http://relay.lan:9001"]})
+    forge_approval(root, laundered, expires_at=NOW + timedelta(days=30), approved_by=REQUESTER, filed_by=ADMIN)
+    # and an approval whose approver is its own stated filer, whatever the receipt and the YAML say
+    same = file(root, "netdata", 7, {"tools": ["sentry.message.capture"]})
+    forge_approval(root, same, expires_at=NOW + timedelta(days=30), approved_by=ADMIN, filed_by=ADMIN)
+    engine = engine_at(Clock(NOW))
+    refused = engine.status()["exceptions"]["refused"]
     assert "cannot approve their own" in refused[exception_id]
     assert "only an ops_admin may approve" in refused[other]
+    assert "the approval names" in refused[laundered] and "cannot approve their own" in refused[laundered]
+    assert "cannot approve their own" in refused[same]
+    assert engine.status()["exceptions"]["active"] == []
+
+
+def test_a_bundle_without_a_filing_receipt_is_refused_however_it_was_approved(
+        root: Path, engine_at: Callable[[Clock], Engine]) -> None:
+    """Item 1 at load: a hand-written exception.yaml naming any requested_by, with a correctly
+    signed approval by someone else, is not in force: nobody verified who asked for it."""
+    folder = write_raw(root, "mcp-exception-netdata-5", raw_spec("netdata", 5, f"  kind: egress\n  hosts: [{AGENT}]",
+                                                                 requested_by=str(uuid4())))
+    forge_approval(root, folder.name, expires_at=NOW + timedelta(days=30))
+    engine = engine_at(Clock(NOW))
+    assert "not filed by a verified identity" in engine.status()["exceptions"]["refused"][folder.name]
+    assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
+    with pytest.raises(Refused) as e:
+        approve(root, folder.name, ADMIN_ACTOR, KEY, NOW)
+    assert e.value.status == 422 and "not filed by a verified identity" in e.value.problems[-1]
+
+
+def test_an_edit_of_exception_yaml_after_filing_voids_the_filing(root: Path) -> None:
+    exception_id = file(root, "netdata", 5, {"hosts": [AGENT]})
+    spec = root / exception_id / "exception.yaml"
+    spec.write_text(spec.read_text().replace(REQUESTER, str(uuid4())))
+    with pytest.raises(Refused) as e:  # the filer, hidden behind a typed requested_by
+        approve(root, exception_id, Actor(REQUESTER, "ops_admin"), KEY, NOW)
+    assert e.value.status == 403 and "cannot approve their own" in e.value.problems[0]
+    with pytest.raises(Refused) as e:  # anyone else: the request is not the one that was filed
+        approve(root, exception_id, ADMIN_ACTOR, KEY, NOW)
+    assert e.value.status == 422 and "edited after it was filed" in e.value.problems[0]
+    record = find(root, exception_id)
+    assert record is not None and record.state(NOW) == "invalid"
+    # a receipt naming someone else, signed by a trusted key, does not match the YAML either
+    other = file(root, "sentry", 5, {"hosts": [AGENT]})
+    forge_filing(root, other, filed_by=ADMIN)
+    assert any(f"but {ADMIN} filed it" in p for p in find(root, other).problems)  # type: ignore[union-attr]
+
+
+def test_a_revocation_in_the_audit_trail_holds_without_the_file(root: Path) -> None:
+    exception_id = file_and_approve(root, "netdata", 5, {"hosts": [AGENT]})
+    trail = Trust(revoked=frozenset({exception_id}))
+    engine = Engine.from_dir(POLICIES, exceptions=root, clock=Clock(NOW), exception_trust=lambda: trail)
+    assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
+    record = find(root, exception_id, trail)
+    assert record is not None and record.state(NOW) == "revoked"
+    with pytest.raises(Refused) as e:
+        approve(root, exception_id, ADMIN_ACTOR, KEY, NOW, trail)
+    assert e.value.status == 409 and "revocation is permanent" in e.value.problems[0]
+    assert active_build_waivers(5, root, NOW, trail) == set()
+
+
+def test_nothing_is_granted_when_the_gateway_cannot_vouch(root: Path) -> None:
+    file_and_approve(root, "netdata", 5, {"hosts": [AGENT]})
+    file_and_approve(root, "socket", 9, {"tools": ["socket.scan.repo"]})
+    why = Trust(unavailable="the audit store is down")
+    engine = Engine.from_dir(POLICIES, exceptions=root, clock=Clock(NOW), exception_trust=lambda: why)
+    assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
+    status = engine.status()["exceptions"]
+    assert status["active"] == [] and "the audit store is down" in status["unavailable"]
+    assert active_build_waivers(9, root, NOW, why) == set()
+
+
+def test_approvers_pub_is_a_chain_from_its_root(root: Path) -> None:
+    exception_id = file_and_approve(root, "netdata", 5, {"hosts": [AGENT]})
+    second, third, stranger = new_private_key(), new_private_key(), new_private_key()
+    with (root / PUBLIC_KEYS).open("a") as f:
+        f.write(endorse(public_key_line(third), second) + "\n")  # endorsed by a key trusted further down
+        f.write(endorse(public_key_line(second), KEY) + "\n")
+        f.write(public_key_line(stranger) + "\n")  # appended, unsigned
+        forged = endorse(public_key_line(stranger), KEY).split()
+        f.write(" ".join([*forged[:3], endorse(public_key_line(second), KEY).split()[3]]) + "\n")  # wrong signature
+        f.write(endorse(public_key_line(stranger), stranger) + "\n")  # self-endorsed
+    chain = read_chain(root)
+    kid = {k: public_key_line(k).split()[0] for k in (KEY, second, third, stranger)}
+    assert set(chain.keys) == {kid[KEY], kid[second], kid[third]}
+    assert len(chain.ignored) == 3 and all(kid[stranger] in line for line in chain.ignored)
+    assert "not endorsed by a trusted key" in chain.ignored[0]
+    assert "does not verify" in chain.ignored[1] and "endorses itself" in chain.ignored[2]
+    # pinned: the same file is fine; a file whose root is another key trusts nothing
+    assert read_chain(root, public_key_line(KEY)).keys == chain.keys
+    refused = read_chain(root, public_key_line(stranger))
+    assert refused.keys == {} and "was replaced or reordered" in (refused.refused or "")
+    pinned = Trust(root=public_key_line(stranger))
+    engine = Engine.from_dir(POLICIES, exceptions=root, clock=Clock(NOW), exception_trust=lambda: pinned)
+    assert "was replaced or reordered" in engine.status()["exceptions"]["refused"][exception_id]
+    assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
 
 
 @pytest.mark.parametrize("rule", [1, 2, 3, 4])
@@ -267,11 +380,11 @@ def test_revoked_exceptions_stop_at_the_next_reload(root: Path, engine_at: Calla
     engine = engine_at(Clock(NOW))
     assert engine.decide(egress("netdata", "agent-7.lan")).allowed
     with pytest.raises(Refused):
-        revoke(root, exception_id, Actor(REQUESTER, "ops_operator"), "no longer needed", NOW)
-    revoke(root, exception_id, ADMIN_ACTOR, "no longer needed", NOW)
+        revoke(root, exception_id, Actor(REQUESTER, "ops_operator"), "no longer needed", NOW, KEY)
+    revoke(root, exception_id, ADMIN_ACTOR, "no longer needed", NOW, KEY)
     engine.reload()
     assert not engine.decide(egress("netdata", "agent-7.lan")).allowed
-    assert engine.status()["exceptions"] == {"active": [], "expired": [], "refused": {}}
+    assert states(engine) == {"active": [], "expired": [], "refused": {}}
     with pytest.raises(Refused) as e:
         approve(root, exception_id, ADMIN_ACTOR, KEY, NOW)
     assert e.value.status == 409

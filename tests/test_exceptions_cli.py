@@ -85,7 +85,8 @@ def test_file_approve_revoke_through_the_cli(env: dict[str, Any], capsys: pytest
 
     assert opsgate(env, "approve", exception_id, token="admin") == 0
     out = capsys.readouterr().out
-    assert f"approved {exception_id}" in out and "approvers.pub" in out
+    assert f"approved {exception_id} (filed by {REQUESTER})" in out
+    # the vault's key became approvers.pub's root at the first filing, and was pinned there
     assert len([ln for ln in (Path(env["dir"]) / "approvers.pub").read_text().splitlines()
                 if not ln.startswith("#")]) == 1
     assert opsgate(env, "show", exception_id, state=False) == 0
@@ -150,7 +151,7 @@ def _fixture_set(root: Path) -> dict[str, str]:
     for state, at in (("active", now), ("expiring", now), ("expired", now - timedelta(days=40)),
                       ("revoked", now), ("invalid", now)):
         approve(root, ids[state], ADMIN_ACTOR, KEY, at)
-    revoke(root, ids["revoked"], ADMIN_ACTOR, "the quota was raised upstream", now)
+    revoke(root, ids["revoked"], ADMIN_ACTOR, "the quota was raised upstream", now, KEY)
     (root / ids["invalid"] / "README.md").write_text("# edited after approval\n")
     return ids
 
@@ -247,7 +248,7 @@ def test_new_asks_for_what_the_flags_leave_out_on_a_terminal(env: dict[str, Any]
             return True
 
     expires = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0).isoformat()
-    answers = iter(["netdata", "5", REQUESTER, expires, AGENT, "http://agent-8.lan:19999", "",
+    answers = iter(["netdata", "5", expires, AGENT, "http://agent-8.lan:19999", "",
                     "the agents are only reachable on the LAN", "read-only key", "alert on every call", ""])
     prompts: list[str] = []
 
@@ -257,8 +258,9 @@ def test_new_asks_for_what_the_flags_leave_out_on_a_terminal(env: dict[str, Any]
 
     monkeypatch.setattr("sys.stdin", Terminal())
     monkeypatch.setattr("builtins.input", fake_input)
-    assert opsgate(env, "new") == 0, capsys.readouterr().err
+    assert opsgate(env, "new", token="requester") == 0, capsys.readouterr().err
     (record,) = scan(env["dir"])
+    assert record.filer == REQUESTER
     assert record.state(datetime.now(UTC)) == "pending" and record.spec is not None
     assert record.spec.grant.hosts == [AGENT, "http://agent-8.lan:19999"]  # type: ignore[union-attr]
     assert record.spec.compensating_controls == ["read-only key", "alert on every call"]

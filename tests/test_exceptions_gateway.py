@@ -16,9 +16,10 @@ import pytest
 from engine import Request, Uid
 from engine.exceptions import find
 from gateway.config import GatewayConfig
+from gateway.exception_lifecycle import SIGNING_KEY
 from gateway.serve import demo_user_id
-from tests.conftest import POLICIES
-from tests.exception_fixtures import REQUESTER, file
+from tests.conftest import POLICIES, put_secret
+from tests.exception_fixtures import KEY, REQUESTER, file
 from tests.harness import RunningGateway, running_gateway
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +31,7 @@ ADMIN = demo_user_id("ops_admin")
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     state = tmp_path_factory.mktemp("state")
+    put_secret(state / "vault", SIGNING_KEY, KEY)  # the key the fixtures file with: approvers.pub's root
     config = GatewayConfig(policies=str(POLICIES), state_dir=str(state), exceptions=str(state / "exceptions"))
     with running_gateway(config) as running:
         yield running
@@ -76,7 +78,7 @@ async def test_http_approve_with_real_tokens(gw: RunningGateway) -> None:
     r = await post(gw, url, gw.token("ops_admin"))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["approved_by"] == ADMIN and body["public_key_added"] is True
+    assert body["approved_by"] == ADMIN and body["filed_by"] == REQUESTER
     assert body["reloaded"] is True and exception_id in body["active"]
     d = agent_egress(gw)
     assert d.allowed and d.exceptions_applied == (exception_id,)
@@ -155,3 +157,32 @@ async def test_a_running_gateway_records_an_expiry_once_without_waiting_for_revi
             rows = await expired_rows(g)
             assert [e.exception_ids for e in rows] == [[gone]]
             assert not agent_egress(g).allowed
+
+
+async def test_filing_over_http_names_the_caller_and_the_filer_cannot_approve(gw: RunningGateway) -> None:
+    filer = "f11e0000-0000-4000-8000-00000000000f"
+    body = {"provider": "sentry", "rule": 5, "grant": {"hosts": ["http://relay.lan:9000"]},
+            "justification": "the relay is only on the LAN", "compensating_controls": ["read-only token"],
+            "days": 10, "suffix": "http"}
+    assert (await post(gw, "/v1/exceptions", None, body)).status_code == 401
+    r = await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), {**body, "requested_by": ADMIN})
+    assert r.status_code == 400  # nobody states a requester: the token does
+    r = await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), body)
+    assert r.status_code == 201, r.text
+    exception_id = r.json()["exception"]
+    assert (exception_id, r.json()["filed_by"], r.json()["state"]) == ("mcp-exception-sentry-5-http", filer, "pending")
+    record = find(root(gw), exception_id)
+    assert record is not None and record.filer == filer and record.spec is not None
+    assert record.spec.requested_by == filer
+    assert (await post(gw, "/v1/exceptions", gw.token("ops_admin", user_id=filer), body)).status_code == 409
+    r = await post(gw, "/v1/exceptions", gw.token("ops_viewer"), {**body, "rule": 3, "suffix": "events"})
+    assert r.status_code == 422 and "can never be waived" in r.json()["detail"]
+
+    r = await post(gw, f"/v1/exceptions/{exception_id}/approve", gw.token("ops_admin", user_id=filer))
+    assert r.status_code == 403 and "cannot approve their own" in r.json()["detail"]
+    r = await post(gw, f"/v1/exceptions/{exception_id}/approve", gw.token("ops_admin"))
+    assert r.status_code == 200 and (r.json()["filed_by"], r.json()["approved_by"]) == (filer, ADMIN)
+    rows = [row for row in await opsgate_rows(gw) if row[2] == [exception_id]]
+    assert [(tool, caller) for tool, caller, _ in rows] == [
+        ("exception.filed", filer), ("exception.refused", filer), ("exception.refused", filer),
+        ("exception.approved", ADMIN)]

@@ -20,8 +20,10 @@ import cedarpy
 import msgspec
 
 from engine import allowlist
-from engine.exceptions.inventory import Record, scan
-from engine.exceptions.spec import EgressGrant, ExceptionSpec, ProviderCallGrant, RateLimitGrant
+from engine.exceptions.approvers import read_chain
+from engine.exceptions.inventory import PREFIX, Record, scan
+from engine.exceptions.spec import APPROVAL, EgressGrant, ExceptionSpec, ProviderCallGrant, RateLimitGrant
+from engine.exceptions.trust import REPOSITORY_ONLY, Trust
 
 CARVE_OUT_RULES = ("7",)
 
@@ -32,11 +34,14 @@ class Compiled(msgspec.Struct):
     active: list[str] = []  # ids in force (runtime and build-time)
     refused: dict[str, str] = {}  # approved but refused at load: id -> why
     expires_at: dict[str, datetime] = {}  # id -> expiry, for every id in `active`
+    unavailable: str | None = None  # the gateway could not vouch for revocations and the root: nothing loaded
+    approvers: dict[str, object] = {}  # the approvers.pub chain: root, trusted and ignored keys
 
     def status(self, now: datetime) -> dict[str, object]:
         """In force now (expiry is enforced per decision, so this can change without a reload)."""
         return {"active": [i for i in self.active if now < self.expires_at[i]],
-                "expired": [i for i in self.active if now >= self.expires_at[i]], "refused": dict(self.refused)}
+                "expired": [i for i in self.active if now >= self.expires_at[i]], "refused": dict(self.refused),
+                "unavailable": self.unavailable, "approvers": dict(self.approvers)}
 
 
 def cedar_time(dt: datetime) -> str:
@@ -113,13 +118,21 @@ def apply_carve_outs(text: str, carve_outs: dict[str, list[str]]) -> str:
     return cedarpy.policies_from_json_str(json.dumps(doc)) if changed else text
 
 
-def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime | None = None) -> Compiled:
-    """Compile every exception under `root` that is in force: approved with a verifying signature,
-    not revoked, and (when `now` is given) not yet expired. An approved exception that fails any
-    check, or whose policies do not validate against the schema, is refused: listed, never loaded."""
+def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime | None = None,
+                       trust: Trust = REPOSITORY_ONLY) -> Compiled:
+    """Compile every exception under `root` that is in force: filed by a verified identity, approved
+    by another with a signature by a key the approvers.pub chain trusts, not revoked (by file or by
+    the audit trail in `trust`), and (when `now` is given) not yet expired. An approved exception that
+    fails any check, or whose policies do not validate against the schema, is refused: listed, never
+    loaded. When the gateway could not read the audit trail or its pinned root, nothing is loaded."""
     out = Compiled(policies=[], carve_outs={}, active=[], refused={}, expires_at={})
-    for r in scan(root):
-        if r.approval is None or r.revocation is not None:
+    if trust.unavailable and _any_approval(Path(root)):  # nothing approved: nothing to hold back
+        out.unavailable = f"no exception is in force: {trust.unavailable}"
+        return out
+    chain = read_chain(root, trust.root)
+    out.approvers = chain.summary()
+    for r in scan(root, trust, chain):
+        if r.approval is None or r.revoked:
             continue  # pending or revoked: nothing to load, nothing wrong
         if r.problems or r.spec is None:
             out.refused[r.id] = "; ".join(r.problems)
@@ -128,6 +141,10 @@ def compile_exceptions(root: str | Path, schema: cedarpy.Schema, now: datetime |
             continue  # expired
         _add(out, r, schema)
     return out
+
+
+def _any_approval(root: Path) -> bool:
+    return root.is_dir() and any((d / APPROVAL).exists() for d in root.iterdir() if d.name.startswith(PREFIX))
 
 
 def _add(out: Compiled, r: Record, schema: cedarpy.Schema) -> None:

@@ -1,12 +1,17 @@
-"""Signed approvals: an Ed25519 signature by the approvers' key over an exception's content.
+"""Signed records of an exception's lifecycle: the filing receipt, the approval, the revocation.
 
-The private key lives in the vault (the gateway and the CLI hand its raw bytes in); the public
-keys are in the repository (`exceptions/approvers.pub`, one `<key id> <base64 raw key>` a line,
-`#` comments), so anyone can verify an approval and a key is trusted only by a reviewed commit.
+Each is signed with Ed25519 by an approvers' key (the private half lives in a vault: the gateway
+and the CLI hand its raw bytes in; the public halves are in `exceptions/approvers.pub`, a chain of
+trust: engine.exceptions.approvers). What a signature covers is the record without `signature`,
+as canonical JSON, prefixed by the record's own domain (`opsgate-exception-filing\\0`, ...), so a
+signature made for one kind of record never verifies as another.
 
-What the signature covers (Approval without `signature`, as canonical JSON): the exception id,
-the approver's id and role, the approval time, the expiry, and the sha256 of every other file
-of the bundle. Editing any of those voids it.
+- Filing (filing.json): who filed (a verified token's user id, never a field anyone can type),
+  when, and the sha256 of exception.yaml as filed. An edit of exception.yaml voids it.
+- Approval (approval.json): the filer (from the receipt), the approver and role, the time, the
+  expiry, and the sha256 of every other file of the bundle (filing.json included).
+- Revocation (revocation.json): who revoked, when, why. It is not the anchor of a revocation (the
+  audit trail is: a file can be deleted), but it says so in the repository and is attributable.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -25,23 +30,46 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 PUBLIC_KEYS = "approvers.pub"
 
 
-class Approval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    exception: str
-    approved_by: str
-    approver_role: str
-    approved_at: str
-    expires_at: str
-    content_sha256: str
-    key_id: str
+class Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A record signed by an approvers' key. Subclasses name their DOMAIN."""
+
+    DOMAIN: ClassVar[bytes] = b""
+    WHAT: ClassVar[str] = "record"
+    key_id: str = ""
     signature: str = ""
 
     def message(self) -> bytes:
         body = msgspec.to_builtins(self)
         body.pop("signature")
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return self.DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-class Revocation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Filing(Signed, frozen=True):
+    DOMAIN: ClassVar[bytes] = b"opsgate-exception-filing\0"
+    WHAT: ClassVar[str] = "filing receipt"
+    exception: str
+    filed_by: str  # the verified filer's user id (a token's sub)
+    filer_role: str
+    filed_at: str
+    spec_sha256: str  # sha256 of exception.yaml as filed
+
+
+class Approval(Signed, frozen=True):
+    DOMAIN: ClassVar[bytes] = b"opsgate-exception-approval\0"
+    WHAT: ClassVar[str] = "approval"
+    exception: str
+    filed_by: str  # copied from the filing receipt: the approver must not be this user
+    approved_by: str
+    approver_role: str
+    approved_at: str
+    expires_at: str
+    content_sha256: str
+
+
+class Revocation(Signed, frozen=True):
+    DOMAIN: ClassVar[bytes] = b"opsgate-exception-revocation\0"
+    WHAT: ClassVar[str] = "revocation"
+    exception: str
     revoked_by: str
     revoked_at: str
     reason: str
@@ -52,12 +80,12 @@ def new_private_key() -> str:
     return base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
 
 
-def _private(key_b64: str) -> Ed25519PrivateKey:
+def private_key(key_b64: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(base64.b64decode(key_b64))
 
 
 def public_key_b64(private_b64: str) -> str:
-    return base64.b64encode(_private(private_b64).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    return base64.b64encode(private_key(private_b64).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
 def key_id(public_b64: str) -> str:
@@ -65,46 +93,33 @@ def key_id(public_b64: str) -> str:
 
 
 def public_key_line(private_b64: str) -> str:
+    """`<key id> <base64 public key>`: how approvers.pub names a key."""
     pub = public_key_b64(private_b64)
     return f"{key_id(pub)} {pub}"
 
 
-def read_public_keys(path: Path) -> dict[str, Ed25519PublicKey]:
-    """key id -> key. A line whose id does not match its key is ignored (it could not verify)."""
-    keys: dict[str, Ed25519PublicKey] = {}
-    if not path.is_file():
-        return keys
-    for line in path.read_text().splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) != 2:
-            continue
-        kid, pub = parts
-        try:
-            if key_id(pub) == kid:
-                keys[kid] = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
-        except ValueError:
-            continue
-    return keys
+S = TypeVar("S", bound=Signed)
 
 
-def sign(approval: Approval, private_b64: str) -> Approval:
+def sign(record: S, private_b64: str) -> S:
     pub = public_key_b64(private_b64)
-    unsigned = msgspec.structs.replace(approval, key_id=key_id(pub), signature="")
-    sig = _private(private_b64).sign(unsigned.message())
+    unsigned = msgspec.structs.replace(record, key_id=key_id(pub), signature="")
+    sig = private_key(private_b64).sign(unsigned.message())
     return msgspec.structs.replace(unsigned, signature=base64.b64encode(sig).decode())
 
 
-def verify(approval: Approval, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
-    """None when the signature is good; otherwise why not."""
-    key = keys.get(approval.key_id)
+def verify(record: Signed, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    """None when the signature is good and by a trusted key; otherwise why not."""
+    key = keys.get(record.key_id)
     if key is None:
-        return f"approval is signed by key {approval.key_id!r}, which is not in exceptions/{PUBLIC_KEYS}"
+        return (f"the {record.WHAT} is signed by key {record.key_id!r}, which exceptions/{PUBLIC_KEYS} does not "
+                "trust")
     try:
-        key.verify(base64.b64decode(approval.signature, validate=True), approval.message())
+        key.verify(base64.b64decode(record.signature, validate=True), record.message())
     except (InvalidSignature, ValueError):
-        return "approval signature does not verify (the approval record was altered or forged)"
+        return f"the {record.WHAT}'s signature does not verify (the record was altered or forged)"
     return None
 
 
-__all__ = ["PUBLIC_KEYS", "Approval", "Revocation", "key_id", "new_private_key", "public_key_b64",
-           "public_key_line", "read_public_keys", "sign", "verify"]
+__all__ = ["PUBLIC_KEYS", "Approval", "Filing", "Revocation", "Signed", "key_id", "new_private_key",
+           "private_key", "public_key_b64", "public_key_line", "sign", "verify"]

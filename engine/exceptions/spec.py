@@ -2,8 +2,9 @@
 
     exception.yaml    what is waived, for whom, why, until when (ExceptionSpec below)
     README.md         for humans: why it is needed (technical, not preference), compensating controls
+    filing.json       written on filing: a signed receipt binding exception.yaml to the verified filer
     approval.json     written on approval: a signed record over the content of everything else
-    revocation.json   written on revocation
+    revocation.json   written on revocation (the audit trail keeps it in force if the file goes)
 
 Invariants kept here (and so wherever a spec is read: filing, approval, loading, lint):
 - Rules 1-4 (gateway, RBAC, events, vault) are never waivable, whatever else the file says.
@@ -34,7 +35,8 @@ FOLDER = re.compile(r"^mcp-exception-(?P<provider>[a-z][a-z0-9_]*)-(?P<rule>\d+)
 PROVIDER = re.compile(r"^[a-z][a-z0-9_]*$")
 TOOL = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.-]+$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-SPEC_FILE, README, APPROVAL, REVOCATION = "exception.yaml", "README.md", "approval.json", "revocation.json"
+SPEC_FILE, README, FILING = "exception.yaml", "README.md", "filing.json"
+APPROVAL, REVOCATION = "approval.json", "revocation.json"
 UNSIGNED = frozenset({APPROVAL, REVOCATION})  # everything else in the folder is signed content
 
 
@@ -90,7 +92,7 @@ class ExceptionSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     provider: str
     rule: int
     grant: Grant
-    requested_by: str  # the requester's user id (a token's `sub`)
+    requested_by: str  # the requester's user id (a token's `sub`); proven by filing.json, not by this field
     justification: str
     compensating_controls: list[str]
     requested_at: datetime
@@ -231,6 +233,11 @@ def content_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def spec_digest(folder: Path) -> str:
+    """sha256 of exception.yaml: what a filing receipt binds to its filer."""
+    return hashlib.sha256((folder / SPEC_FILE).read_bytes()).hexdigest()
+
+
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
@@ -241,8 +248,8 @@ def spec_to_yaml(spec: ExceptionSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-__all__ = ["APPROVAL", "BUILD_RULES", "FOLDER", "KIND_OF_RULE", "MAX_LIFETIME", "NEVER_WAIVABLE", "README",
+__all__ = ["APPROVAL", "BUILD_RULES", "FILING", "FOLDER", "KIND_OF_RULE", "MAX_LIFETIME", "NEVER_WAIVABLE", "README",
            "REVOCATION", "RULE_NAMES", "RULE_OF_GRANT", "RUNTIME_RULES", "SPEC_FILE", "EgressGrant",
            "ExceptionSpec", "Grant", "HealthCheckGrant", "ProviderCallGrant", "RateLimitGrant", "SchemaChangeGrant",
            "SdkGrant", "SpecError", "check_spec", "content_digest", "iso", "never_waivable", "parse_spec",
-           "spec_to_yaml"]
+           "spec_digest", "spec_to_yaml"]

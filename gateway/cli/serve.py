@@ -149,6 +149,9 @@ def run_stdio(args: argparse.Namespace) -> int:
     server = build_server(services.pipeline, caller_of, version="stdio")
 
     async def main() -> None:
+        from gateway.exception_trust import exceptions_ready
+
+        await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
