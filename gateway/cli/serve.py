@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli.settings import add_config, configured, setting
-from gateway.config import FILE_NAME, ENV_FILE, GatewayConfig, Loaded
+from gateway.config import ENV_FILE, FILE_NAME, GatewayConfig, Loaded
 
 if TYPE_CHECKING:
     import uvicorn

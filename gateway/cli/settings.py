@@ -19,8 +19,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from gateway.config import ENV_FILE, FILE_NAME, ConfigError, GatewayConfig, Loaded, Override, Problem, load
-from gateway.config import schema
+from gateway.config import ENV_FILE, FILE_NAME, ConfigError, GatewayConfig, Loaded, Override, Problem, load, schema
 from gateway.config.loader import ROOT
 
 _DEFAULTS = msgspec.to_builtins(GatewayConfig())

@@ -167,7 +167,8 @@ def _override_layer(o: Override, problems: list[Problem], *, ignore_unknown: boo
     if info is None:
         if not ignore_unknown:
             close = difflib.get_close_matches(o.key, list(schema.keys_of(ROOT)), n=1, cutoff=0.75)
-            problems.append(Problem(o.source, o.key, "unknown key" + (f"; did you mean `{close[0]}`?" if close else "")))
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            problems.append(Problem(o.source, o.key, "unknown key" + hint))
         return None
     value = o.value
     if o.text and not schema.accepts_text(info):
