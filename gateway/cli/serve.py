@@ -3,6 +3,11 @@
 Both run the same pipeline. Over stdio the caller is the holder of the token in
 MCP_VIEWER_JWT (as in the Pulse Omega spec), verified again on every request so that an
 expired token stops working mid-session; without it every call is refused UNAUTHENTICATED.
+
+Both resolve their configuration as every command does (gateway/cli/settings.py: the file, then
+OPSGATE_*, then flags). Desktop clients start `stdio` in a folder of their choosing, so with no
+configuration file, no --policies/--state-dir and no ./policies there it refuses to start
+(`homeless`) instead of creating a vault and stores in that folder.
 """
 
 from __future__ import annotations

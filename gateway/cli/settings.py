@@ -50,9 +50,9 @@ def setting(parser: argparse.ArgumentParser, flag: str, key: str, help: str, *, 
     if "choices" not in kw:
         kw.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
     dest = dest or "setting" + flag.replace("-", "_")
-    text = argparse.SUPPRESS if replaced_by else f"{help} (config `{key}`; default: {default_text(key)})"
-    parser.add_argument(flag, dest=dest, default=None, help=text.replace("%", "%%") if replaced_by is None else text,
-                        **kw)
+    text = argparse.SUPPRESS if replaced_by else f"{help} (config `{key}`; default: {default_text(key)})".replace(
+        "%", "%%")  # argparse %-formats help
+    parser.add_argument(flag, dest=dest, default=None, help=text, **kw)
     known = dict(parser.get_default("settings_flags") or {})
     known[dest] = (key, flag, pairs, replaced_by)
     parser.set_defaults(settings_flags=known)
@@ -65,9 +65,9 @@ def default_text(key: str) -> str:
     info = schema.lookup(ROOT, key.split("."))
     where = ", beside the config file, else here" if isinstance(info, mi.Metadata) and \
         (info.extra or {}).get("path") is True else ""
-    if value in (None, {}, []):
+    if value is None or value in ({}, [], ()):
         return "none"
-    return (", ".join(map(str, value)) if isinstance(value, list) else str(value)) + where
+    return (", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)) + where
 
 
 def _pair(text: str) -> tuple[str, str]:
