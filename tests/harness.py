@@ -116,14 +116,13 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def serving_process(module_argv: list[str], port: int, log: Path, name: str, *, cwd: Path = ROOT,
-                    env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> Iterator[GatewayProcess]:
     """`python -m <module_argv>` serving on `port`, yielded once GET /health/live answers;
-    terminated (killed if it will not stop) afterwards. `env`: added to this process's."""
+    terminated (killed if it will not stop) afterwards."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", *module_argv], cwd=cwd,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", *module_argv], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
     gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 30

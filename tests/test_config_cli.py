@@ -5,12 +5,15 @@ real processes from folders that are not the checkout (as an operator or a servi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -23,7 +26,7 @@ from gateway.cli.settings import resolve
 from gateway.config import GatewayConfig
 from gateway.serve import mint_token, signing_key
 from tests.conftest import POLICIES, ROOT
-from tests.harness import free_port, serving_process
+from tests.harness import free_port
 
 PASSWORD = "hunter2-Zq9"  # pragma: allowlist secret
 
@@ -34,6 +37,35 @@ def opsgate(*argv: str, cwd: Path, env: dict[str, str] | None = None,
     base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(cwd), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "gateway.cli", *argv], cwd=cwd, env={**base, **(env or {})},
                           input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], port: int, log: Path, *, cwd: Path, env: dict[str, str]) -> Iterator[Path]:
+    """`opsgate <argv>` from `cwd` with only `env` (and PATH, HOME, PYTHONPATH), yielded once it is
+    live on `port`; terminated afterwards. Yields the log file."""
+    import httpx
+
+    base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(cwd), "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv], cwd=cwd, env={**base, **env},
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()}"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"not live after 30 s:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def folder(tmp_path: Path, name: str) -> Path:
@@ -186,21 +218,22 @@ def test_a_gateway_started_from_its_configuration_file_alone_answers_a_tool_call
     (conf / "opsgate.toml").write_text(f'port = {port}\npolicies = "bundle"\nstate_dir = "state"\n'
                                        'auth_issuer = "https://issuer.example/auth/v1"\n')
     env = {"OPSGATE_CONFIG": str(conf / "opsgate.toml")}
-    with serving_process(["gateway.cli", "serve"], port, tmp_path / "gw.log", "from-file", cwd=cwd, env=env) as gw:
+    url = f"http://127.0.0.1:{port}"
+    with serving(["serve"], port, tmp_path / "gw.log", cwd=cwd, env=env) as log:
         secret = signing_key(GatewayConfig(state_dir=str(conf / "state")))  # the key the gateway generated there
         token = mint_token(secret, issuer="https://issuer.example/auth/v1", user_id=str(uuid.uuid4()),
                            role="ops_viewer")
 
         async def call() -> dict:
             http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-            async with http, Client(streamable_http_client(gw.url + "/mcp", http_client=http)) as c:
+            async with http, Client(streamable_http_client(url + "/mcp", http_client=http)) as c:
                 result = await c.call_tool("echo.ping", {"message": "configured"})
             return result.structured_content
 
         import anyio
 
         assert anyio.run(call) == {"message": "configured"}
-        assert f"configuration: {conf / 'opsgate.toml'}" in gw.log.read_text()
+        assert f"configuration: {conf / 'opsgate.toml'}" in log.read_text()
     assert list(cwd.iterdir()) == []  # nothing created where the process happened to start
     events = opsgate("events", "query", "--since", "2000-01-01T00:00:00Z", "--tool", "ping", cwd=cwd, env=env)
     assert events.returncode == 0, events.stderr
