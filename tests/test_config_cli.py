@@ -85,7 +85,7 @@ def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     done = opsgate("config", "check", cwd=conf)
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert lines[-1] == "4 problems: nothing was changed"
+    assert lines[-1] == "4 problems in the configuration"
     assert sorted(line.split(": ")[1] for line in lines[:-1]) == ["database_url", "limter", "port",
                                                                   "tracing.otlp_endpoint"]
     assert PASSWORD not in done.stdout + done.stderr

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         for p in e.problems:
             print(p)
-        print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}: nothing was changed")
+        print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''} in the configuration")
         return 1
     if args.verb == "show":
         print(_json(loaded) if args.format == "json" else _toml(loaded), end="")
