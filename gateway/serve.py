@@ -62,9 +62,9 @@ def mint_token(secret: bytes, *, issuer: str, user_id: str, role: str | None, tt
 
 
 def default_providers(config: GatewayConfig | None = None) -> list[Any]:
-    """The providers a gateway serves, pointed at `config.upstreams` where it overrides a vendor."""
+    """The providers a gateway serves, pointed at `config.provider_urls` where it overrides a vendor."""
     config = config or GatewayConfig()
-    up = config.upstreams
+    up = config.provider_urls
     budget = config.health_timeout_s
     return [EchoProvider(),
             OmegaProvider(config.omega, state_dir=config.state_dir),

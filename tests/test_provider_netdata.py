@@ -57,7 +57,7 @@ def gw(cloud: NetdataCloudImitation, agent: NetdataAgentImitation, state: Path,
     allow["netdata"] = [*allow["netdata"], f"http://127.0.0.1:{cloud.port}", f"http://127.0.0.1:{agent.port}"]
     allow_file.write_text(yaml.safe_dump(allow))
     config = GatewayConfig(policies=str(policies), state_dir=str(state),
-                           upstreams={"netdata": cloud.url, "netdata_agent": agent.url})
+                           provider_urls={"netdata": cloud.url, "netdata_agent": agent.url})
     with running_gateway(config) as running:  # the default providers, pointed at the imitations
         yield running
 

@@ -57,7 +57,7 @@ def gw(upstream: SentryImitation, vault_dir: Path, tmp_path_factory: pytest.Temp
     put_secret(vault_dir / "vault", "sentry_dsn", f"http://{DSN_KEY}@127.0.0.1:{upstream.port}/42")
     policies = allowlisted_bundle(tmp_path_factory.mktemp("bundle") / "policies", "sentry",
                                   f"http://127.0.0.1:{upstream.port}")
-    config = GatewayConfig(policies=str(policies), state_dir=str(vault_dir), upstreams={"sentry": upstream.url})
+    config = GatewayConfig(policies=str(policies), state_dir=str(vault_dir), provider_urls={"sentry": upstream.url})
     with running_gateway(config) as running:  # the default providers, pointed at the imitation
         yield running
 

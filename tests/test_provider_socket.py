@@ -57,7 +57,7 @@ def gw(upstream: tuple[str, SocketState], tmp_path_factory: pytest.TempPathFacto
     tmp = tmp_path_factory.mktemp("socket")
     put_secret(tmp / "state" / "vault", "socket_api_key", TOKEN)
     config = GatewayConfig(policies=str(policies_allowing(tmp, url)), state_dir=str(tmp / "state"),
-                           upstreams={"socket": url}, health_timeout_s=BUDGET_S)
+                           provider_urls={"socket": url}, health_timeout_s=BUDGET_S)
     with running_gateway(config) as running:  # the default providers, as `opsgate serve` builds them
         yield running
 
@@ -303,7 +303,7 @@ async def test_an_upstream_outside_the_allowlist_is_refused(upstream: tuple[str,
                                                           tmp_path: Path) -> None:
     url, state = upstream
     put_secret(tmp_path / "state" / "vault", "socket_api_key", TOKEN)
-    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path / "state"), upstreams={"socket": url})
+    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path / "state"), provider_urls={"socket": url})
     state.requests.clear()
     with running_gateway(config) as other:
         assert await call(other, "ops_viewer", "repos.list") == "FORBIDDEN"
@@ -316,7 +316,7 @@ async def test_without_the_vault_secret_the_tool_says_which_secret_to_set(
         upstream: tuple[str, SocketState], tmp_path: Path) -> None:
     url, state = upstream
     config = GatewayConfig(policies=str(policies_allowing(tmp_path, url)), state_dir=str(tmp_path / "state"),
-                           upstreams={"socket": url})
+                           provider_urls={"socket": url})
     state.requests.clear()
     with running_gateway(config) as bare:
         got = await call(bare, "ops_viewer", "repos.list")

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("engine.cli", "gateway.cli.catalogue", "gateway.cli.serve", "gateway.cli.events", "gateway.cli.vault",
-            "gateway.cli.exceptions")
+            "gateway.cli.exceptions", "gateway.cli.config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.run(args))
+    except SystemExit as e:  # a command refusing its configuration has already said why
+        return e.code if isinstance(e.code, int) else 1
     except BrokenPipeError:  # `opsgate ... | head`: the reader left early; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -21,10 +21,19 @@ def _registry() -> Any:
     return Registry(default_providers())
 
 
+def _configured(args: argparse.Namespace) -> Any:
+    """The configuration as `opsgate serve` would resolve it; a positional bundle DIR is a flag."""
+    from gateway.cli.settings import configured
+    from gateway.config import Override
+
+    extra = [Override("policies", args.dir, "argument DIR")] if getattr(args, "dir", None) else []
+    return configured(args, "policy", extra).config
+
+
 def cmd_catalogue(args: argparse.Namespace) -> int:
     from gateway.catalogue_export import export
 
-    path = Path(args.dir) / "tools.json"
+    path = Path(_configured(args).policies) / "tools.json"
     current, text, changed = export(_registry(), path)
     if current == text:
         print(f"{path}: up to date")
@@ -50,7 +59,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
     path = Path(args.snapshot) if args.snapshot else SNAPSHOT
     old, new = load_snapshot(path), snapshot_of(_registry())
-    problems = breaking_changes(old, new, rule9_waivers(args.exceptions))
+    problems = breaking_changes(old, new, rule9_waivers(_configured(args).exceptions))
     for p in problems:
         print(f"breaking: {p}", file=sys.stderr)
     if problems:
@@ -72,17 +81,21 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `catalogue` and `schemas` to the `policy` command that engine.cli registered."""
+    from gateway.cli.settings import add_config, setting
+
     policy = commands.choices["policy"]
     sub = next(a for a in policy._actions if isinstance(a, argparse._SubParsersAction))
 
     p = sub.add_parser("catalogue", help="write tools.json entries from the served providers")
-    p.add_argument("dir", nargs="?", default="policies", help="bundle directory (default: policies)")
+    p.add_argument("dir", nargs="?", help="bundle directory (default: the configuration's `policies`)")
+    add_config(p)
     p.add_argument("-w", "--write", action="store_true", help="rewrite tools.json (default: check only)")
     p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("schemas", help="check served tool schemas against the rule-9 snapshot")
     p.add_argument("--snapshot", help="snapshot file (default: providers/schemas.snapshot.json)")
-    p.add_argument("--exceptions", default="exceptions", help="deviation exceptions directory")
+    setting(p, "--exceptions", "exceptions", "deviation exceptions directory", dest="exceptions", metavar="DIR")
+    add_config(p)
     p.add_argument("-w", "--write", action="store_true", help="record compatible changes in the snapshot")
     p.set_defaults(func=cmd_schemas)
 

@@ -4,7 +4,8 @@
     opsgate events query --since 2026-11-21T00:00:00Z [--until ...] [filters] [--limit 1000]
 
 Reads the store the gateway writes: SQLite under --state-dir by default, Postgres with
---events postgres --database-url ... Payloads were redacted before they were stored.
+--events postgres --database-url ...; all three come from the configuration as for `opsgate serve`
+(--config, $OPSGATE_CONFIG, ./opsgate.toml). Payloads were redacted before they were stored.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from gateway.cli.settings import add_config, configured, setting
 
 FILTERS = ("provider", "tool", "caller_id", "decision", "trace_id")
 
@@ -38,9 +41,10 @@ def register(sub: Any) -> None:
         p.add_argument("--decision", choices=("allow", "deny", "none"))
         p.add_argument("--trace", dest="trace_id")
         p.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
-        p.add_argument("--state-dir", default=".opsgate")
-        p.add_argument("--events", choices=("sqlite", "postgres"), default="sqlite")
-        p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+        setting(p, "--state-dir", "state_dir", "the gateway's stores", dest="state_dir", metavar="DIR")
+        setting(p, "--events", "events", "which audit store", dest="events")
+        setting(p, "--database-url", "database_url", "Postgres for --events postgres", dest="database_url")
+        add_config(p)
         p.set_defaults(run=run)
 
 
@@ -95,6 +99,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = configured(args, "events").config
+    args.state_dir, args.events, args.database_url = config.state_dir, config.events, config.database_url
     try:
         return asyncio.run(_run(args))
     except (FileNotFoundError, ValueError) as e:

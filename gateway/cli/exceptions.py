@@ -13,7 +13,9 @@ the embedded vault under --state-dir); the filer is who the token proves, never 
 Filing receipts and approvals are signed with that vault's approvers' key, which approvers.pub
 must trust. Lifecycle steps are recorded as ops.run_events rows in the store the gateway writes
 (SQLite under --state-dir, or --events postgres --database-url ...), and revocations are read back
-from it. Exit codes: 0 done, 1 refused or lint found problems, 2 a mistake in the command itself.
+from it. These and --dir come from the configuration as for `opsgate serve` (--config,
+$OPSGATE_CONFIG, ./opsgate.toml).
+Exit codes: 0 done, 1 refused or lint found problems, 2 a mistake in the command itself.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from gateway.cli.settings import add_config, configured, setting
 
 GRANT_FLAGS = {5: ("hosts",), 7: ("tools",), 8: ("bucket", "limit", "users", "tools"), 9: ("tools",)}
 
@@ -63,7 +67,7 @@ def register(sub: Any) -> None:
     _token_args(revoke)
 
     key = verbs.add_parser("key", help="print this vault's approver key line (created on first use)")
-    key.add_argument("--state-dir", default=".opsgate", help="the vault holding the key")
+    setting(key, "--state-dir", "state_dir", "the vault holding the key", dest="state_dir", metavar="DIR")
     add_key = verbs.add_parser("add-key", help="trust another approver's key: endorse it with this vault's trusted key")
     add_key.add_argument("line", help="'<key id> <base64 key>' as `opsgate exception key` prints it")
     _token_args(add_key)
@@ -79,18 +83,20 @@ def register(sub: Any) -> None:
     review.add_argument("--no-record", action="store_true", help="print the report only")
     _token_args(review)
     for p in (new, approve, revoke, lst, show, review, key, add_key, verbs.choices["lint"]):
-        p.add_argument("--dir", default="exceptions", help="the exceptions directory (default: exceptions)")
+        setting(p, "--dir", "exceptions", "the exceptions directory", dest="dir", metavar="DIR")
+        add_config(p)
         p.set_defaults(run=run)
 
 
 def _token_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="your access token (prefer --token-file: a command line is visible to others)")
     p.add_argument("--token-file", help="a file holding your access token ('-' reads stdin)")
-    p.add_argument("--state-dir", default=".opsgate", help="the gateway's embedded vault and event store")
-    p.add_argument("--issuer", default=None, help="token issuer (default: the gateway's)")
-    p.add_argument("--jwks-url", default=None)
-    p.add_argument("--events", choices=("sqlite", "postgres"), default="sqlite")
-    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    setting(p, "--state-dir", "state_dir", "the gateway's embedded vault and event store", dest="state_dir",
+            metavar="DIR")
+    setting(p, "--issuer", "auth_issuer", "token issuer", dest="issuer")
+    setting(p, "--jwks-url", "jwks_url", "JWKS of an asymmetric Supabase project", dest="jwks_url")
+    setting(p, "--events", "events", "where lifecycle events go", dest="events")
+    setting(p, "--database-url", "database_url", "Postgres for --events postgres", dest="database_url")
 
 
 def _now() -> datetime:
@@ -98,14 +104,15 @@ def _now() -> datetime:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from gateway.config import GatewayConfig
+    """The gateway's configuration, resolved as `opsgate serve` does (flags over file and environment)."""
+    return args.gateway_config
 
-    kw = {"state_dir": args.state_dir, "events": args.events, "database_url": args.database_url}
-    if args.issuer:
-        kw["auth_issuer"] = args.issuer
-    if args.jwks_url:
-        kw["jwks_url"] = args.jwks_url
-    return GatewayConfig(**kw)
+
+def _configure(args: argparse.Namespace) -> None:
+    config = args.gateway_config = configured(args, "exception").config
+    args.dir = config.exceptions
+    if hasattr(args, "state_dir"):
+        args.state_dir, args.events, args.database_url = config.state_dir, config.events, config.database_url
 
 
 def _vault(args: argparse.Namespace) -> Any:
@@ -437,6 +444,7 @@ async def _review(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    _configure(args)
     try:
         if args.verb == "new":
             return asyncio.run(_new(args))

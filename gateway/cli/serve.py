@@ -3,6 +3,11 @@
 Both run the same pipeline. Over stdio the caller is the holder of the token in
 MCP_VIEWER_JWT (as in the Pulse Omega spec), verified again on every request so that an
 expired token stops working mid-session; without it every call is refused UNAUTHENTICATED.
+
+Both resolve their configuration as every command does (gateway/cli/settings.py: the file, then
+OPSGATE_*, then flags). Desktop clients start `stdio` in a folder of their choosing, so with no
+configuration file, no --policies/--state-dir and no ./policies there it refuses to start
+(`homeless`) instead of creating a vault and stores in that folder.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import GatewayConfig
-from providers.omega import OmegaConfig
+from gateway.cli.settings import add_config, configured, setting
+from gateway.config import ENV_FILE, FILE_NAME, GatewayConfig, Loaded
 
 if TYPE_CHECKING:
     import uvicorn
@@ -27,62 +33,43 @@ log = logging.getLogger("opsgate")
 
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the gateway over HTTP (MCP at /mcp)")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--policies", default=None, help="policy bundle directory (default: policies)")
-    serve.add_argument("--state-dir", default=None, help="embedded vault and stores (default: .opsgate)")
-    serve.add_argument("--exceptions", default=None, help="deviation exceptions directory (default: exceptions)")
-    serve.add_argument("--limiter", choices=("memory", "redis"), default=None)
-    serve.add_argument("--redis-url", default=None)
-    serve.add_argument("--events", choices=("sqlite", "postgres"), default=None,
-                       help="audit store: embedded SQLite (default) or Postgres at --database-url via a local outbox")
-    serve.add_argument("--events-durability", choices=("disk", "process"), default=None,
-                       help="process (default): an answer waits for its outcome's journal line, which survives "
-                            "kill -9, not power loss; disk: answers wait for fsync")
-    serve.add_argument("--events-outbox-max", type=int, default=None,
-                       help="unshipped events the Postgres outbox may hold before new calls are refused")
-    serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
-    serve.add_argument("--omega-backend", choices=("sqlite", "postgres"), default=None,
-                       help="Pulse Omega database (default: embedded sqlite with demo data)")
-    serve.add_argument("--omega-database-url", default=None,
-                       help="postgres: the authenticator login's URL (password in ~/.pgpass, never here)")
-    serve.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL",
-                       help="a provider's upstream base URL instead of the vendor's (repeatable); "
-                            "the egress allowlist must permit it")
+    serve.add_argument("--demo-tokens", action="store_true",
+                       help="print one demo token per role at start-up (default: off)")
     serve.set_defaults(run=run_serve)
+    gateway_settings(serve, http=True)
     stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
-    stdio.add_argument("--policies", default=None)
-    stdio.add_argument("--state-dir", default=None)
-    stdio.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL")
     stdio.set_defaults(run=run_stdio)
-    for p in (serve, stdio):
-        p.add_argument("--vault", choices=("embedded", "supabase"), default=None,
-                       help="secret store: embedded under --state-dir (default) or Supabase Vault at --database-url")
-        p.add_argument("--database-url", default=None, help="Postgres / Supabase (vault, events, auth freshness)")
+    gateway_settings(stdio, http=False)
 
 
-def config_from(args: argparse.Namespace) -> GatewayConfig:
-    overrides = {k: v for k, v in {
-        "host": getattr(args, "host", None), "port": getattr(args, "port", None), "policies": args.policies,
-        "state_dir": args.state_dir, "exceptions": getattr(args, "exceptions", None),
-        "limiter": getattr(args, "limiter", None),
-        "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
-        "events": getattr(args, "events", None), "database_url": getattr(args, "database_url", None),
-        "events_durability": getattr(args, "events_durability", None),
-        "events_outbox_max": getattr(args, "events_outbox_max", None)}.items() if v is not None}
-    omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
-                               "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
-    if omega:
-        overrides["omega"] = OmegaConfig(**omega)
-    upstreams = {}
-    for item in getattr(args, "upstream", None) or ():
-        provider, sep, url = item.partition("=")
-        if not sep or not provider or not url.startswith(("https://", "http://")):
-            raise SystemExit(f"opsgate: --upstream wants PROVIDER=URL, got {item!r}")
-        upstreams[provider] = url
-    if upstreams:
-        overrides["upstreams"] = upstreams
-    return GatewayConfig(**overrides)
+def gateway_settings(p: argparse.ArgumentParser, *, http: bool) -> None:
+    """The setting flags of `serve` (`http`), `stdio` and `config`; any other key is reachable with
+    --set, OPSGATE_<KEY> or the file."""
+    if http:
+        setting(p, "--host", "host", "address to listen on")
+        setting(p, "--port", "port", "port to listen on")
+    setting(p, "--policies", "policies", "policy bundle directory", metavar="DIR")
+    setting(p, "--exceptions", "exceptions", "deviation exceptions directory", metavar="DIR")
+    setting(p, "--state-dir", "state_dir", "embedded vault, event store and journals", metavar="DIR")
+    setting(p, "--limiter", "limiter", "rate-limit counters: this process's memory, or Redis shared by replicas")
+    setting(p, "--redis-url", "redis_url", "Redis for --limiter redis")
+    setting(p, "--vault", "vault", "secret store: embedded under --state-dir, or Supabase Vault at --database-url")
+    setting(p, "--database-url", "database_url",
+            "Postgres / Supabase for the vault, events and auth freshness (password in ~/.pgpass, never here)")
+    setting(p, "--events", "events", "audit store: embedded SQLite, or Postgres at --database-url via a local outbox")
+    setting(p, "--events-durability", "events_durability",
+            "process: an answer waits for its outcome's journal line, which survives kill -9, not power loss; "
+            "disk: answers wait for fsync")
+    setting(p, "--events-outbox-max", "events_outbox_max",
+            "unshipped events the Postgres outbox may hold before new calls are refused")
+    setting(p, "--omega-backend", "omega.backend", "Pulse Omega database: embedded SQLite with demo data, or Postgres")
+    setting(p, "--omega-database-url", "omega.database_url",
+            "postgres: the authenticator login's URL (password in ~/.pgpass, never here)")
+    setting(p, "--provider-url", "provider_urls",
+            "a provider's API base URL instead of the vendor's (repeatable); the egress allowlist must permit it",
+            pairs=True, metavar="PROVIDER=URL")
+    setting(p, "--upstream", "provider_urls", "", pairs=True, replaced_by="--provider-url")
+    add_config(p, set_option=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -91,7 +78,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from gateway.serve import ROLES, build_app, demo_user_id, mint_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from(args)
+    loaded = configured(args, "serve")
+    config = loaded.config
     app, services, secret = build_app(config)
     server = uvicorn.Server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
@@ -99,6 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("tools not in the policy catalogue (always denied): %s", ", ".join(drift))
     url = f"http://{config.host}:{config.port}"
     print(f"opsgate {url}/mcp  policy revision {services.engine.bundle.revision}", flush=True)
+    print(f"configuration: {loaded.file or 'built-in defaults (no ' + FILE_NAME + ')'}", flush=True)
     if args.demo_tokens:
         print("demo tokens (development signing key from the embedded vault; valid 12 h):", flush=True)
         for role in ROLES:
@@ -131,7 +120,12 @@ def run_stdio(args: argparse.Namespace) -> int:
     from otel.redact import install_log_filter
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    config = config_from(args)
+    loaded = configured(args, "stdio")
+    refusal = homeless(loaded, Path.cwd())
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    config = loaded.config
     services, _ = build_services(config)
     install_log_filter(services.redactor)  # after basicConfig: scrubs secret values from every log line
     token = os.environ.get("MCP_VIEWER_JWT")  # the caller's identity, not a secret of ours
@@ -159,4 +153,29 @@ def run_stdio(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+STDIO_SNIPPET = """{
+  "mcpServers": {
+    "opsgate": {
+      "command": "/path/to/opsgate/.venv/bin/opsgate",
+      "args": ["stdio", "--config", "/path/to/opsgate.toml"],
+      "env": {"MCP_VIEWER_JWT": "<your access token>"}
+    }
+  }
+}"""
+
+
+def homeless(loaded: Loaded, cwd: Path) -> str | None:
+    """Why `opsgate stdio` must not start here, or None. Desktop clients launch it in a folder of
+    their choosing: with no configuration file, no --policies/--state-dir and no bundle in that
+    folder, starting would create a vault and stores in a random place (and find no policies)."""
+    implicit = [k for k in ("policies", "state_dir") if loaded.sources.get(k) == "default"]
+    if loaded.file is not None or not implicit or (cwd / "policies").is_dir():
+        return None
+    return (f"opsgate stdio: no configuration file (--config, ${ENV_FILE}, ./{FILE_NAME}), no "
+            f"{' or '.join('--' + k.replace('_', '-') for k in implicit)}, and no ./policies in {cwd}.\n"
+            "MCP clients start `opsgate stdio` in a folder of their choosing: say where the gateway lives with "
+            "--config /path/to/opsgate.toml (or --policies DIR --state-dir DIR). In an MCP client's configuration "
+            "(Claude Desktop: claude_desktop_config.json):\n" + STDIO_SNIPPET + "\nNothing was created.")
+
+
+__all__ = ["STDIO_SNIPPET", "gateway_settings", "homeless", "register"]

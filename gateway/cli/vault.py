@@ -8,7 +8,9 @@
 
 A value is read from the terminal (getpass) or from stdin, never from the command line, where
 it would stay in shell history and in `ps`. Nothing this command prints or logs holds a value.
-Backends: --backend embedded (--state-dir, default .opsgate) or supabase (--database-url).
+Backends: --backend embedded (--state-dir, default .opsgate) or supabase (--database-url); all three
+come from the configuration as for `opsgate serve` (--config, $OPSGATE_CONFIG, ./opsgate.toml), so
+run from any folder with OPSGATE_CONFIG set it uses the gateway's own vault.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
+from gateway.cli.settings import add_config, configured, setting
 
 
 class UsageError(Exception):
@@ -45,9 +47,11 @@ def register(sub: Any) -> None:
         p.add_argument("value", nargs="*", help=argparse.SUPPRESS)
         p.add_argument("--value", dest="value_option", nargs="?", const="", help=argparse.SUPPRESS)
     for p in (set_, rotate, list_):
-        p.add_argument("--backend", choices=("embedded", "supabase"), default="embedded")
-        p.add_argument("--state-dir", default=".opsgate", help="embedded vault under <state-dir>/vault")
-        p.add_argument("--database-url", default=DEFAULT_DB, help="Supabase Postgres for --backend supabase")
+        setting(p, "--backend", "vault", "which vault", dest="backend")
+        setting(p, "--state-dir", "state_dir", "embedded vault under <state-dir>/vault", dest="state_dir",
+                metavar="DIR")
+        setting(p, "--database-url", "database_url", "Supabase Postgres for --backend supabase", dest="database_url")
+        add_config(p)
         p.set_defaults(run=run)
 
 
@@ -115,6 +119,8 @@ async def _run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from providers.sdk.vault import VaultError
 
+    config = configured(args, "vault").config
+    args.backend, args.state_dir, args.database_url = config.vault, config.state_dir, config.database_url
     try:
         return asyncio.run(_run(args))
     except UsageError as e:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -14,7 +14,8 @@ class OmegaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # only (like PostgREST's authenticator): no privileged role, nothing that skips RLS.
     backend: Literal["sqlite", "postgres"] = "sqlite"
     database_url: str = "postgresql://omega_authenticator@127.0.0.1:5432/postgres"
-    sqlite_path: str = "omega.db"
+    # A path: the gateway's config loader joins a relative one onto the state_dir (the marker says so).
+    sqlite_path: Annotated[str, msgspec.Meta(extra={"path": "state_dir"})] = "omega.db"
     seed_demo: bool = True  # sqlite only: load supabase/seed/omega_demo.sql into an empty database
     # Whose rows the database shows: "caller" runs each request as `authenticated` with the
     # verified caller's claims (RLS as under Supabase); "anon" runs every request as `anon`

@@ -1,25 +1,34 @@
-"""The gateway's configuration: one small frozen struct, embedded defaults that run anywhere.
+"""The gateway's configuration: one frozen struct, one field per setting, declared once here.
 
-The environment is read in the CLI only (and never for secrets: those live in the vault).
+Embedded defaults run anywhere. Every field is reachable from `opsgate.toml`, the environment
+and the command line with no code beyond its declaration (gateway/config/loader.py walks the
+struct); a field holding a filesystem path is declared `PathSetting` so that a relative value is
+resolved against the configuration file's folder, never the working directory. No field holds a
+secret (constitution rule 4): secrets live in the vault, and the loader refuses them.
+The environment is read in the CLI only.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from otel.tracing import TracingConfig
 from providers.omega.config import OmegaConfig
 
+# A filesystem path: relative values are resolved against the folder of the configuration file
+# that set them (against the working directory for flags and environment variables).
+PathSetting = Annotated[str, msgspec.Meta(extra={"path": True})]
+
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
-    policies: str = "policies"
+    policies: PathSetting = "policies"
     # Deviation exception bundles (engine.exceptions); read with the policies on every reload.
-    exceptions: str = "exceptions"
-    state_dir: str = ".opsgate"  # embedded vault and stores live here
+    exceptions: PathSetting = "exceptions"
+    state_dir: PathSetting = ".opsgate"  # embedded vault and stores live here
     # DNS-rebinding guard for /mcp: the Host and Origin headers a request may carry.
     allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
@@ -35,9 +44,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Secrets (constitution rule 4): "embedded" at <state_dir>/vault, or Supabase Vault at database_url.
     vault: Literal["embedded", "supabase"] = "embedded"
     health_timeout_s: float = 5.0  # constitution rule 6; also each provider's own health budget
-    # Provider name -> upstream base URL, replacing the vendor's (a self-hosted or regional
+    # Provider name -> base URL of its vendor API, replacing the vendor's (a self-hosted or regional
     # endpoint, or a test's loopback imitation). Egress policy still decides whether it is reachable.
-    upstreams: dict[str, str] = {}
+    provider_urls: dict[str, str] = {}
     # ops.run_events: "sqlite" at <state_dir>/events.db (embedded default) or "postgres" at database_url,
     # through a local durable outbox at <state_dir>/events-outbox.db (answers wait for it, not for Postgres).
     events: Literal["sqlite", "postgres"] = "sqlite"
@@ -54,4 +63,4 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     omega: OmegaConfig = OmegaConfig()
 
 
-__all__ = ["GatewayConfig"]
+__all__ = ["GatewayConfig", "PathSetting"]
