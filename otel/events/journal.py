@@ -83,11 +83,17 @@ def connect(path: Path, durability: Durability, *, busy_timeout_ms: int = 5000) 
     if durability not in DURABILITY:
         raise ValueError(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
-    conn.execute(f"pragma busy_timeout={int(busy_timeout_ms)}")
-    mode = conn.execute("pragma journal_mode=wal").fetchone()[0]
-    if mode != "wal":
-        raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
-    conn.execute(f"pragma synchronous={DURABILITY[durability]}")
+    try:
+        conn.execute(f"pragma busy_timeout={int(busy_timeout_ms)}")
+        mode = conn.execute("pragma journal_mode=wal").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
+        conn.execute(f"pragma synchronous={DURABILITY[durability]}")
+    except BaseException:
+        # Closed now, not whenever the traceback holding it is collected: a store retrying the
+        # open (a full disk) must not pile up half-open connections, their files and locks.
+        conn.close()
+        raise
     return conn
 
 
@@ -317,7 +323,7 @@ class Journaled:
         try:
             self._open_files()
         except (sqlite3.Error, OSError) as exc:
-            if not is_full(exc):
+            if not is_full(exc, self.path):
                 raise EventStoreUnavailable(f"cannot open {self._what} at {self.path}: {exc}") from exc
             self._unopened = self._cannot_open(exc)
             log.error("%s", self._unopened)
