@@ -150,9 +150,7 @@ class IntentLog:
         """Append one record: an intent, or an outcome not yet committed (raises OSError, the log
         left as it was, if it cannot be written). The last record of an id is the one recovery keeps."""
         body = _encode(event)
-        record = b"\n%08x %s" % (zlib.crc32(body), body)
-        self._append(record)
-        self._size += len(record)
+        self._append(b"\n%08x %s" % (zlib.crc32(body), body))
         self._open_ids.setdefault(event.id, []).append(self._gen)
         self._counts[self._gen] += 1
         if self._size >= self.ROTATE_BYTES:
@@ -165,9 +163,11 @@ class IntentLog:
     def probe(self) -> None:
         """Raise OSError unless PROBE_BYTES more can be written to the log now. What it writes is
         blank lines, which recovery skips, and it is cut back off at once."""
+        before = self._size
         self._append(b"\n" * self.PROBE_BYTES)
         with contextlib.suppress(OSError):  # left there, blank lines are harmless
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(self._fd, before)
+            self._size = before
 
     def _append(self, data: bytes) -> None:
         """All of `data` at the end of the log, or none of it: when the disk fills mid-record, the
@@ -181,9 +181,19 @@ class IntentLog:
                 done += n
         except OSError:
             if done:
-                with contextlib.suppress(OSError):  # else the fragment stays; the next record begins a new line
-                    os.ftruncate(self._fd, self._size)
+                self._cut()
             raise
+        self._size += done
+
+    def _cut(self) -> None:
+        """Cut the log back to its last whole record. Should that fail, the fragment stays (the
+        next record still begins a line of its own) and counts as part of the file, so that a
+        later cut never reaches into the records written after it."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._size = os.fstat(self._fd).st_size
 
     def done(self, ids: list[str]) -> None:
         """These calls' outcomes are committed: their intents are no longer needed."""
