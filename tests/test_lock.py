@@ -31,7 +31,8 @@ def test_a_dependency_added_without_locking_is_caught(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "uv.lock", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
     text = (tmp_path / "pyproject.toml").read_text()
-    (tmp_path / "pyproject.toml").write_text(text.replace('dependencies = [\n', 'dependencies = [\n    "six>=1.16",\n', 1))
+    (tmp_path / "pyproject.toml").write_text(
+        text.replace('dependencies = [\n', 'dependencies = [\n    "six>=1.16",\n', 1))
     done = lock_check(tmp_path)
     assert done.returncode != 0
 
