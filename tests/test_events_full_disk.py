@@ -264,6 +264,24 @@ async def test_a_commit_refused_for_the_full_disk_is_reported_as_such(tmp_path: 
     assert stored == expected
 
 
+async def test_an_intent_log_the_full_disk_refuses_shows_in_health_until_space_is_back(tmp_path: Path) -> None:
+    with a_gateway_on_a_small_disk(tmp_path) as (state, started, user, token):
+        with gateway(tmp_path, "gw", state, started, []) as gw:
+            await last_page_nearly_full(gw, token, state)
+            settled(gw)
+            filler = fill(state)
+            assert await call(gw.url, token, BIG) == "EVENT_STORE_UNAVAILABLE"  # its start cannot be recorded
+            events = gw.health()["events"]
+            assert events["status"] == "down" and "No space left on device" in events["error"], events
+            assert f"the filesystem mounted at {state} is full" in events["error"], events
+            assert f"the filesystem mounted at {state} is full" in gw.log.read_text(), gw.log_tail()
+            filler.unlink()
+            await until_health(gw, lambda e: e["status"] == "ok")  # no call needed to find out
+            await asyncio.sleep(Audit.COOLDOWN_S)  # after a failure no tool runs for this long
+            assert await call(gw.url, token, "after") == "ok"
+        assert (await statuses(state, user))["after"] == ["ok"]
+
+
 # "kill -9": the dead gateway's intent must be recorded at the next start, whose first commit the
 # full disk refuses (SQLITE_FULL). "stop": a clean stop removes SQLite's -wal and -shm files, which
 # the next start must create again, and SQLite says "disk I/O error" when it cannot.

@@ -42,9 +42,9 @@ cannot be split safely, as arguments may hold JSON).
 
 A full disk (otel/events/space.py) is reported as what it is, with what to free, wherever it
 shows: a failed write to the log, a failed COMMIT (`transact` keeps SQLite's own error, not the
-ROLLBACK's), and at opening. A store that cannot open its files because the disk is full does
-not fail: it refuses every write, saying why, and opens (recovering dead owners' intents) once
-it can, trying every RETRY_S.
+ROLLBACK's), and at opening; `health` is down while the log cannot take a record. A store that
+cannot open its files because the disk is full does not fail: it refuses every write, saying
+why, and opens (recovering dead owners' intents) once it can, trying every RETRY_S.
 """
 
 from __future__ import annotations
