@@ -1,6 +1,7 @@
 """A real gateway process for the crash and outage tests: `opsgate serve`'s app (uvicorn, uvloop)
 with an echo provider whose `ping` notes each start in a file and, for messages starting with
-"slow", takes a while, so a SIGKILL finds tools mid-run.
+"slow", takes a while, so a SIGKILL finds tools mid-run; one whose message starts with "hold"
+runs until the test lets it go (`release`).
 
     python -m tests.events_gateway --port P --policies DIR --state-dir DIR --started FILE
         [--events postgres --database-url URL] [--durability disk|process]
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from pathlib import Path
 
 import uvicorn
 
@@ -23,14 +25,24 @@ from providers.echo import EchoProvider, PingInput
 from providers.sdk import CallContext
 
 
+def release(started: Path, message: str) -> None:
+    """Let the held call `message` (see SlowEcho) finish."""
+    started.with_name(f"{started.name}.go-{message}").touch()
+
+
 class SlowEcho(EchoProvider):
     def __init__(self, started: str) -> None:
+        self._started = Path(started)
         self._fd = os.open(started, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     async def _ping(self, ctx: CallContext, args: PingInput) -> dict[str, str]:
         os.write(self._fd, (args.message + "\n").encode())
         if args.message.startswith("slow"):
             await asyncio.sleep(0.5)
+        elif args.message.startswith("hold"):
+            go = self._started.with_name(f"{self._started.name}.go-{args.message}")
+            while not go.exists():
+                await asyncio.sleep(0.01)
         return await super()._ping(ctx, args)
 
 

@@ -26,6 +26,9 @@ Invariants:
   shipped like any other, when a store next opens the journal after their process died
   (otel/events/journal.py).
 - Queries go to the remote store: events still in the journal are not visible there yet.
+- A full disk is named as such, with what to free, in a failed commit and in `health`; at
+  opening the outbox does not fail but refuses every call until there is room to open it, then
+  ships (otel/events/journal.py).
 - The shipper starts with the first call of any method on the event loop (a store is built
   before the loop runs); a gateway's readiness probes start it after a restart with a backlog.
 """
@@ -44,8 +47,9 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
-from otel.events.journal import Durability, IntentLog, Journaled, connect
+from otel.events.journal import Durability, IntentLog, Journaled, connect, transact
 from otel.events.model import RunEvent
+from otel.events.space import explain
 
 log = logging.getLogger("opsgate.events.outbox")
 
@@ -62,6 +66,7 @@ create table if not exists rejected (
 );
 """
 
+_INSERT = "insert into outbox (id, event) values (?, ?)"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RunEvent).decode
 
@@ -71,6 +76,7 @@ class OutboxEventStore(Journaled, EventStore):
     Closes `remote` when closed."""
 
     name = "outbox"
+    _what = "the event outbox"
     RETRY_MIN_S = 0.05
     RETRY_MAX_S = 2.0
     SHIP_PIPELINE = 3  # batches in flight to the remote store
@@ -83,21 +89,8 @@ class OutboxEventStore(Journaled, EventStore):
         self.durability = durability
         self.max_pending = max_pending
         self._ship_batch = ship_batch
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = connect(self.path, durability)
-            self._conn.executescript(SCHEMA)
-            self._intents = IntentLog(self.path)
-            self.recovered = self._recover()
-            self._backlog = self._conn.execute("select count(*) from outbox").fetchone()[0]
-            self._rejected = self._conn.execute("select count(*) from rejected").fetchone()[0]
-            # The shipper's own connection. Its deletes need no fsync (synchronous is per
-            # connection): a delete lost to a power cut only means that batch is sent again, and
-            # the next fsync'd group commit makes every earlier WAL frame durable anyway.
-            self._sconn = connect(self.path, "process")
-            self._sconn.execute("pragma synchronous=off")
-        except (sqlite3.Error, OSError) as exc:
-            raise EventStoreUnavailable(f"cannot open the event outbox at {self.path}: {exc}") from exc
+        self.recovered = 0  # intents of dead owners journaled when the files opened
+        self._backlog = self._rejected = 0
         self._open_intents: set[str] = set()
         # One thread per connection: group commits never wait behind the shipper, nor it behind them.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="opsgate-outbox")
@@ -106,6 +99,38 @@ class OutboxEventStore(Journaled, EventStore):
         self._ship_wakeup: asyncio.Event | None = None
         self._shipped = 0
         self._last_error: str | None = None
+        self._open_or_wait()
+
+    def _open_files(self) -> None:
+        with contextlib.ExitStack() as undo:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path, self.durability)
+            undo.callback(conn.close)
+            conn.executescript(SCHEMA)
+            intents = IntentLog(self.path)
+            undo.callback(intents.close)
+            # Dead processes' intents are journaled and shipped like any event: where the call's
+            # outcome got there first, the database keeps the outcome. This also proves we can write.
+            recovered = intents.recover(lambda events: transact(
+                conn, _INSERT, [(e.id, _encode(e).decode()) for e in sorted(events, key=lambda e: e.created_at)]))
+            backlog = conn.execute("select count(*) from outbox").fetchone()[0]
+            rejected = conn.execute("select count(*) from rejected").fetchone()[0]
+            # The shipper's own connection. Its deletes need no fsync (synchronous is per
+            # connection): a delete lost to a power cut only means that batch is sent again, and
+            # the next fsync'd group commit makes every earlier WAL frame durable anyway.
+            sconn = connect(self.path, "process")
+            undo.callback(sconn.close)
+            sconn.execute("pragma synchronous=off")
+            undo.pop_all()
+        self._conn, self._sconn, self._intents = conn, sconn, intents
+        self.recovered, self._backlog, self._rejected = recovered, backlog, rejected
+        self._unopened = None
+
+    def _files_pool(self) -> ThreadPoolExecutor:
+        return self._pool
+
+    def _opened(self) -> None:
+        self._start_shipper()
 
     # -- the contract, bounded ---------------------------------------------------------------
 
@@ -114,6 +139,7 @@ class OutboxEventStore(Journaled, EventStore):
 
     async def begin(self, event: RunEvent) -> None:
         self._start_shipper()
+        self._ensure_open()
         self._refuse_if_full()
         self._open_intents.add(event.id)
         try:
@@ -124,6 +150,7 @@ class OutboxEventStore(Journaled, EventStore):
 
     async def append(self, event: RunEvent) -> None:
         self._start_shipper()
+        self._ensure_open()
         began = event.id in self._open_intents
         if not began:  # an outcome of a running call is always taken: dropping it would lose an event
             self._refuse_if_full()
@@ -138,7 +165,7 @@ class OutboxEventStore(Journaled, EventStore):
 
     async def health(self) -> dict[str, Any]:
         self._start_shipper()
-        report = await super().health()
+        report = self._journal_health(await super().health())
         remote = await self.remote.health()
         shipping = "ok" if self._last_error is None else "failing"
         report["outbox"] = {"path": str(self.path), "durability": self.durability, "backlog": self._backlog,
@@ -163,16 +190,8 @@ class OutboxEventStore(Journaled, EventStore):
 
     # -- backend ------------------------------------------------------------------------------
 
-    def _recover(self) -> int:
-        """Journal the intents of dead processes (shipped like any event: where the call's
-        outcome got there first, the database keeps the outcome); returns how many."""
-        dead = self._intents.dead_owners()
-        events = sorted((e for owner in dead for e in self._intents.read(owner)), key=lambda e: e.created_at)
-        self._write_sync([(e.id, _encode(e).decode()) for e in events])  # also proves we can write now
-        self._intents.release(dead)
-        return len(events)
-
     async def _write_batch(self, events: list[RunEvent]) -> None:
+        self._ensure_open()
         rows = [(e.id, _encode(e).decode()) for e in events]
         await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, rows)
         self._backlog += len(rows)
@@ -180,23 +199,17 @@ class OutboxEventStore(Journaled, EventStore):
             self._ship_wakeup.set()
 
     def _write_sync(self, rows: list[tuple[str, str]]) -> None:
-        conn = self._conn
         try:
-            conn.execute("begin immediate")
-            try:
-                conn.executemany("insert into outbox (id, event) values (?, ?)", rows)
-                conn.execute("commit")
-            except BaseException:
-                conn.execute("rollback")
-                raise
+            transact(self._conn, _INSERT, rows)
         except sqlite3.Error as exc:
-            raise EventStoreUnavailable(f"event outbox at {self.path}: {exc}") from exc
+            raise EventStoreUnavailable(f"event outbox at {self.path}: {explain(exc, self.path)}") from exc
 
     async def _query(self, q: Query) -> list[RunEvent]:
         self._start_shipper()
         return await self.remote.query(**msgspec.structs.asdict(q))
 
     async def _probe(self) -> None:
+        self._ensure_open()
         await asyncio.get_running_loop().run_in_executor(
             self._pool, lambda: self._conn.execute("select 1 from outbox limit 1").fetchall())
 
@@ -206,10 +219,11 @@ class OutboxEventStore(Journaled, EventStore):
             self._ship_wakeup.set()  # it ships what it can within the remote's timeout, then stops
             with contextlib.suppress(asyncio.CancelledError):
                 await self._shipper
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._conn.close)
-        await loop.run_in_executor(self._spool, self._sconn.close)
-        self._intents.close()
+        if await self._stop_reopening():
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self._conn.close)
+            await loop.run_in_executor(self._spool, self._sconn.close)
+            self._intents.close()
         self._pool.shutdown()
         self._spool.shutdown()
         await self.remote.close()
@@ -217,6 +231,9 @@ class OutboxEventStore(Journaled, EventStore):
     # -- the shipper ---------------------------------------------------------------------------
 
     def _start_shipper(self) -> None:
+        if self._unopened is not None:  # it starts once the journal opens
+            self._keep_trying()
+            return
         if self._shipper is None and not self._closed:
             self._ship_wakeup = asyncio.Event()
             self._shipper = asyncio.create_task(self._ship_loop(), name="opsgate-outbox-shipper")

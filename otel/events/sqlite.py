@@ -8,6 +8,10 @@ Intents (`begin`) and outcomes not yet committed go to the per-process intent lo
 database and become rows (`interrupted` when only the intent is there) when a store next opens it
 after their process died.
 
+A full disk is named as such, with what to free (otel/events/journal.py, space.py): in a failed
+commit, in `health`, and at opening, where the store does not fail but refuses every call until
+there is room to open it.
+
 Written behind: while a commit fails, outcomes keep going to the log (nothing is lost) and are
 retried every RETRY_S, but `begin` refuses, so no tool runs until the store commits again;
 likewise past `max_behind` outcomes not yet committed. `query` first waits for the outcomes
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,8 +36,11 @@ from typing import Any
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
-from otel.events.journal import Durability, IntentLog, Journaled, connect
+from otel.events.journal import Durability, IntentLog, Journaled, connect, transact
 from otel.events.model import RunEvent, from_row, to_row
+from otel.events.space import explain
+
+log = logging.getLogger("opsgate.events")
 
 COLUMNS = (
     "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
@@ -73,12 +81,14 @@ _decode_ids = msgspec.json.Decoder(list[str]).decode
 
 
 class SqliteEventStore(Journaled, EventStore):
-    """`SqliteEventStore(path)`; fails at construction, with the path named, if it cannot write."""
+    """`SqliteEventStore(path)`; fails at construction, with the path named, if it cannot write,
+    unless for a full disk: then it waits for space (see Journaled)."""
 
     name = "sqlite"
+    _what = "the SQLite event store"
     CHECKPOINT_EVERY = 2000  # rows written between WAL checkpoints
 
-    RETRY_S = 1.0  # between attempts to commit outcomes written behind, while commits fail
+    RETRY_S = 1.0  # between attempts to commit outcomes written behind while commits fail (and to open)
 
     def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
                  durability: Durability = "process", max_behind: int = 100_000) -> None:
@@ -92,38 +102,45 @@ class SqliteEventStore(Journaled, EventStore):
         self._unshipped: dict[str, RunEvent] = {}  # outcomes whose commit failed, retried
         self._behind_error: str | None = None
         self._retry: asyncio.Task[None] | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
-            self._wconn.executescript(SCHEMA)
-            self._intents = IntentLog(self.path)
-            self.recovered = self._recover()  # also proves we can take the write lock now
-            self._unchecked = 0
-            self._ckpt: asyncio.Future[None] | None = None
-            # Checkpoints fsync: keep them off the loop and out of callers' commits (see _write_batch).
-            self._wconn.execute("pragma wal_autocheckpoint=0")
-            self._cconn = self._connect(busy_timeout_ms)
-            self._rconn = self._connect(busy_timeout_ms)
-            self._rconn.execute("pragma query_only=1")
-        except (sqlite3.Error, OSError) as exc:
-            raise EventStoreUnavailable(f"cannot open SQLite event store at {self.path}: {exc}") from exc
+        self._busy_timeout_ms = busy_timeout_ms
+        self.recovered = 0  # intents of dead owners read when the files opened
+        self._unchecked = 0
+        self._ckpt: asyncio.Future[None] | None = None
         # One thread per connection: sqlite3 connections are not for concurrent use.
         self._wpool = ThreadPoolExecutor(1, thread_name_prefix="opsgate-events-write")
         self._rpool = ThreadPoolExecutor(1, thread_name_prefix="opsgate-events-read")
+        self._open_or_wait()
+
+    def _open_files(self) -> None:
+        with contextlib.ExitStack() as undo:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            wconn = connect(self.path, self.durability, busy_timeout_ms=self._busy_timeout_ms)
+            undo.callback(wconn.close)
+            wconn.executescript(SCHEMA)
+            intents = IntentLog(self.path)
+            undo.callback(intents.close)
+            # Dead processes' intents become their `interrupted` rows unless the call's outcome is
+            # already stored (same id); this also proves we can take the write lock now.
+            recovered = intents.recover(lambda events: transact(wconn, _INSERT, [to_row(e) for e in events]))
+            # Checkpoints fsync: keep them off the loop and out of callers' commits (see _write_batch).
+            wconn.execute("pragma wal_autocheckpoint=0")
+            cconn = self._connect(self._busy_timeout_ms)
+            undo.callback(cconn.close)
+            rconn = self._connect(self._busy_timeout_ms)
+            undo.callback(rconn.close)
+            rconn.execute("pragma query_only=1")
+            undo.pop_all()
+        self._wconn, self._cconn, self._rconn, self._intents = wconn, cconn, rconn, intents
+        self.recovered = recovered
+        self._unopened = None
+
+    def _files_pool(self) -> ThreadPoolExecutor:
+        return self._wpool
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
         conn.execute(f"pragma busy_timeout={int(busy_timeout_ms)}")
         return conn
-
-    def _recover(self) -> int:
-        """Insert the intents of dead processes as their `interrupted` rows, unless the call's
-        outcome is already stored (same id); returns how many intents were read."""
-        dead = self._intents.dead_owners()
-        events = [e for owner in dead for e in self._intents.read(owner)]
-        self._write_sync([to_row(e) for e in events])  # also proves we can take the write lock now
-        self._intents.release(dead)
-        return len(events)
 
     # -- durability "process": outcomes written behind --------------------------------------
 
@@ -131,12 +148,14 @@ class SqliteEventStore(Journaled, EventStore):
         if self.durability != "process":
             return await super().append(event)
         self._accept(event, "append")
+        self._ensure_open()
         self._journal(event, "outcome")  # recovery inserts it should the process die before the commit
         future = self._enqueue(event)  # not awaited: the commit follows behind
         self._behind.add(future)
         future.add_done_callback(lambda f: self._settled_behind(f, event))
 
     def _begin(self, event: RunEvent) -> None:
+        self._ensure_open()
         if self.durability == "process":
             if self._behind_error is not None:
                 raise EventStoreUnavailable(f"the SQLite event store at {self.path} cannot commit "
@@ -157,6 +176,9 @@ class SqliteEventStore(Journaled, EventStore):
             return
         # Still in the intent log, so not lost; commit it again until that works.
         self._unshipped[event.id] = event
+        if self._behind_error is None:
+            log.error("commits to %s are failing; outcomes are kept in the intent log, retried every %g s, "
+                      "and no tool runs meanwhile: %s", self.path, self.RETRY_S, error)
         self._behind_error = f"{type(error).__name__}: {error}"
         if self._retry is None or self._retry.done():
             self._retry = asyncio.get_running_loop().create_task(self._retry_unshipped())
@@ -173,7 +195,8 @@ class SqliteEventStore(Journaled, EventStore):
             self._committed(events)
             for e in events:
                 self._unshipped.pop(e.id, None)
-        if not self._unshipped:
+        if not self._unshipped and self._behind_error is not None:
+            log.warning("commits to %s work again: the outcomes kept in the intent log are stored", self.path)
             self._behind_error = None
 
     async def flush(self, timeout_s: float = 10.0) -> None:
@@ -191,12 +214,13 @@ class SqliteEventStore(Journaled, EventStore):
             await asyncio.sleep(0.002)
 
     async def _query(self, q: Query) -> list[RunEvent]:
+        self._ensure_open()
         await self.flush()  # read your own writes
         return await asyncio.get_running_loop().run_in_executor(self._rpool, self._query_sync, q)
 
     async def health(self) -> dict[str, Any]:
         await self.flush()
-        report = await super().health()
+        report = self._journal_health(await super().health())
         if self.durability == "process":
             report["behind"] = self._waiting()
             if self._behind_error is not None:
@@ -207,6 +231,7 @@ class SqliteEventStore(Journaled, EventStore):
     # -- writing --------------------------------------------------------------------------------
 
     async def _write_batch(self, events: list[RunEvent]) -> None:
+        self._ensure_open()
         rows = [to_row(e) for e in events]
         await asyncio.get_running_loop().run_in_executor(self._wpool, self._write_sync, rows)
         self._unchecked += len(rows)
@@ -215,19 +240,12 @@ class SqliteEventStore(Journaled, EventStore):
             self._ckpt = asyncio.get_running_loop().run_in_executor(self._rpool, self._checkpoint)
 
     def _write_sync(self, rows: list[tuple[Any, ...]]) -> None:
-        conn = self._wconn
         try:
-            conn.execute("begin immediate")
-            try:
-                conn.executemany(_INSERT, rows)
-                conn.execute("commit")
-            except BaseException:
-                conn.execute("rollback")
-                raise
+            transact(self._wconn, _INSERT, rows)
         except sqlite3.IntegrityError as exc:
             raise EventRejected(f"SQLite refused the event: {exc}") from exc
         except sqlite3.Error as exc:
-            raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
+            raise EventStoreUnavailable(f"SQLite event store at {self.path}: {explain(exc, self.path)}") from exc
 
     def _checkpoint(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # busy or failing: the WAL grows until the next attempt
@@ -274,6 +292,7 @@ class SqliteEventStore(Journaled, EventStore):
         return [_event(r) for r in rows]
 
     async def _probe(self) -> None:
+        self._ensure_open()
         await asyncio.get_running_loop().run_in_executor(self._rpool, self._probe_sync)
 
     def _probe_sync(self) -> None:
@@ -284,13 +303,14 @@ class SqliteEventStore(Journaled, EventStore):
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._wpool, self._wconn.close)
-        if self._ckpt is not None:
-            await self._ckpt
-        await loop.run_in_executor(self._rpool, self._rconn.close)
-        await loop.run_in_executor(self._rpool, self._cconn.close)
-        self._intents.close()
+        if await self._stop_reopening():
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._wpool, self._wconn.close)
+            if self._ckpt is not None:
+                await self._ckpt
+            await loop.run_in_executor(self._rpool, self._rconn.close)
+            await loop.run_in_executor(self._rpool, self._cconn.close)
+            self._intents.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
 
