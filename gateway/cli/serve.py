@@ -49,6 +49,10 @@ def register(sub: Any) -> None:
     serve.add_argument("--upstream", action="append", default=[], metavar="PROVIDER=URL",
                        help="a provider's upstream base URL instead of the vendor's (repeatable); "
                             "the egress allowlist must permit it")
+    serve.add_argument("--public-url", default=None, metavar="URL",
+                       help="the gateway's public base URL, e.g. https://mcp.example.com (its host is then allowed)")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="IP_OR_CIDR",
+                       help="a reverse proxy whose X-Forwarded-* headers are believed (repeatable)")
     serve.set_defaults(run=run_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdin/stdout; the caller is $MCP_VIEWER_JWT")
     stdio.add_argument("--policies", default=None)
@@ -69,7 +73,9 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
         "events": getattr(args, "events", None), "database_url": getattr(args, "database_url", None),
         "events_durability": getattr(args, "events_durability", None),
-        "events_outbox_max": getattr(args, "events_outbox_max", None)}.items() if v is not None}
+        "events_outbox_max": getattr(args, "events_outbox_max", None),
+        "public_url": getattr(args, "public_url", None),
+        "trusted_proxies": tuple(getattr(args, "trusted_proxy", None) or ()) or None}.items() if v is not None}
     omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
                                "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
     if omega:
@@ -116,8 +122,11 @@ def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvico
 
     from otel.redact import install_log_filter
 
+    # proxy_headers=False: uvicorn would otherwise rewrite the peer address from X-Forwarded-For
+    # (from loopback peers by default) before the gateway sees it; gateway.edge walks the chain
+    # itself, through the configured trusted_proxies only.
     settings = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", loop="uvloop",
-                              http="httptools")
+                              http="httptools", proxy_headers=False)
     install_log_filter(redactor)
     return settings
 

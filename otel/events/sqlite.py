@@ -36,7 +36,7 @@ from otel.events.model import RunEvent, from_row, to_row
 
 COLUMNS = (
     "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
-    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id, client_addr"
 )
 
 SCHEMA = """
@@ -54,7 +54,8 @@ create table if not exists run_events (
     bundle_revision text,
     exception_ids text not null default '[]',
     trace_id text,
-    span_id text
+    span_id text,
+    client_addr text
 );
 create index if not exists run_events_created_at_idx on run_events (created_at, id);
 create index if not exists run_events_caller_idx on run_events (caller_id, created_at);
@@ -67,7 +68,9 @@ create trigger if not exists run_events_no_delete before delete on run_events
 begin select raise(abort, 'run_events is append-only: DELETE is not allowed'); end;
 """
 
-_INSERT = f"insert or ignore into run_events ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"insert or ignore into run_events ({COLUMNS}) values ({', '.join('?' * 15)})"
+# Columns added after a store's table was first created (supabase/migrations has the same, dated).
+_ADDED = {"client_addr": "text"}
 _encode = msgspec.json.Encoder().encode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 
@@ -96,6 +99,7 @@ class SqliteEventStore(Journaled, EventStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wconn = connect(self.path, durability, busy_timeout_ms=busy_timeout_ms)
             self._wconn.executescript(SCHEMA)
+            _add_columns(self._wconn)
             self._intents = IntentLog(self.path)
             self.recovered = self._recover()  # also proves we can take the write lock now
             self._unchecked = 0
@@ -293,6 +297,15 @@ class SqliteEventStore(Journaled, EventStore):
         self._intents.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Bring a table created by an older gateway up to COLUMNS (`alter table` appends; rows already
+    there read NULL in the new columns)."""
+    have = {row[1] for row in conn.execute("pragma table_info(run_events)")}
+    for name, kind in _ADDED.items():
+        if name not in have:
+            conn.execute(f"alter table run_events add column {name} {kind}")
 
 
 def _event(r: Any) -> RunEvent:
