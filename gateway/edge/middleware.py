@@ -24,7 +24,7 @@ from gateway.edge.refusals import REQUEST, Refusals
 from gateway.edge.resource import ProtectedResource
 
 VIEW_KEY = "opsgate.client"
-GUARDED = ("/mcp", "/v1/")  # /mcp itself, and everything under these prefixes
+GUARDED = ("/mcp", "/v1/")  # the MCP endpoint, and every route under /v1/
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,12 @@ def _origin(scope: Scope) -> tuple[bool, str | None]:
     return len(origins) <= 1, origins[0] if origins else None
 
 
-def _guarded(path: str) -> bool:
-    return path == GUARDED[0] or path.startswith(tuple(p.rstrip("/") + "/" for p in GUARDED))
+def _guarded(scope: Scope) -> bool:
+    """Decided by the route Litestar matched (this runs after routing), not by the request's path
+    text: a mount sees only the remainder of its path, and a path spelled another way
+    (`/%761/status`) still routes to the same handler."""
+    paths = getattr(scope.get("route_handler"), "paths", ())
+    return any(p == GUARDED[0] or p.startswith(GUARDED[1]) for p in paths)
 
 
 class EdgeMiddleware:
@@ -76,7 +80,7 @@ class EdgeMiddleware:
         view = self.edge.proxies.view(scope)  # type: ignore[arg-type]
         scope.setdefault("state", {})[VIEW_KEY] = view  # type: ignore[typeddict-unknown-key]
         with bound_client(view.address):
-            refusal = self._refusal(scope, view) if _guarded(scope["path"]) else None
+            refusal = self._refusal(scope, view) if _guarded(scope) else None
             if refusal is not None:
                 status, reason, message = refusal
                 if self.refusals is not None:
