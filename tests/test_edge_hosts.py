@@ -29,7 +29,8 @@ HOSTILE_ORIGINS = [
     "http://localhost:evil",  # the issue's: a port that is not a number
     "http://localhost.evil.com", "http://localhost.evil.com:8080", "http://127.0.0.1.evil.example:80",
     "http://evil.example", "http://evil.example:8080", "http://evillocalhost:8080",
-    "http://127.0.0.1@evil.example", "http://user:pw@localhost:8080", "http://localhost:8080@evil.example:80",
+    "http://127.0.0.1@evil.example", "http://localhost:8080@evil.example:80",
+    "http://user:pw@localhost:8080",  # pragma: allowlist secret
     "http://localhost\\@evil.example", "http://localhost%2eevil.example", "http://localhost:8080/",
     "http://localhost:8080/path", "http://localhost:8080?q", "http://localhost:8080#f",
     "http://localhost:0", "http://localhost:65536", "http://localhost:-1", "http://localhost:+80",
