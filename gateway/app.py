@@ -51,14 +51,12 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
             async with manager.run():
                 yield
         finally:
-            for task in (watcher, refusals):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        if services.refusals is not None:
-            with contextlib.suppress(Exception):  # logged by the audit layer; nothing else to do at exit
-                await services.refusals.flush()  # the last interval's refusals, before the store closes
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if refusals is not None:  # writes the last interval's refusal rows before the store closes
+                services.refusals.stop()
+                await refusals
         if services.limiter is not None:
             await services.limiter.close()
         if services.audit is not None:

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from engine import Decision, Engine, Uid, utcnow
 from engine import Request as Query
 from gateway.audit import Audit
+from gateway.edge import Refusals
 from gateway.errors import HTTP_STATUS, Code, GatewayError
 from gateway.pipeline import Caller, Pipeline, principal_of
 from gateway.registry import Registry
@@ -33,7 +34,7 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     redactor: Redactor = field(default_factory=Redactor)
     vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
-    refusals: Any = None  # gateway.edge Refusals: requests refused at the edge, counted into audit rows
+    refusals: Refusals | None = None  # requests refused at the edge, counted into audit rows
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

@@ -21,7 +21,6 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,9 +167,4 @@ class AuthServer:
         self._stack.close()
 
 
-def served(auth: AuthServer) -> Iterator[AuthServer]:
-    with auth:
-        yield auth
-
-
-__all__ = ["USER_ID", "AuthServer", "served"]
+__all__ = ["USER_ID", "AuthServer"]

@@ -65,8 +65,9 @@ def _guarded(scope: Scope) -> bool:
     """Decided by the route Litestar matched (this runs after routing), not by the request's path
     text: a mount sees only the remainder of its path, and a path spelled another way
     (`/%761/status`) still routes to the same handler."""
-    paths = getattr(scope.get("route_handler"), "paths", ())
-    return any(p == GUARDED[0] or p.startswith(GUARDED[1]) for p in paths)
+    handler = scope.get("route_handler")
+    templates = [scope.get("path_template") or "", *getattr(handler, "paths", ())]
+    return any(t == GUARDED[0] or t.startswith(GUARDED[1]) for t in templates)
 
 
 class EdgeMiddleware:

@@ -56,7 +56,8 @@ def _iso(t: float) -> str:
 
 class Refusals:
     """`note()` from request handling (synchronous, O(1)); `run()` in the app's lifespan writes
-    each interval's rows; `flush()` writes what has been counted so far (at shutdown)."""
+    each interval's rows, and the last ones after `stop()`; `flush()` writes what has been
+    counted so far."""
 
     def __init__(self, audit: Audit | None, *, interval_s: float = 60.0, max_clients: int = 1024,
                  clock: Callable[[], float] = time.time) -> None:
@@ -65,6 +66,7 @@ class Refusals:
         self.audit, self.interval_s, self.max_clients, self.clock = audit, interval_s, max_clients, clock
         self._tallies: dict[Key, _Tally] = {}
         self._logged = 0
+        self._stop = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._tallies)
@@ -124,11 +126,16 @@ class Refusals:
                                 duration_ms=0, client_addr=client)
 
     async def run(self) -> None:
-        """Write each interval's rows until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            with contextlib.suppress(Exception):  # a failing store is retried next interval
+        """Write each interval's rows until `stop()`, then what is left. A flush under way is never
+        cut short (cancelling it would lose the tallies it took)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+            with contextlib.suppress(Exception):  # a failing store: kept, retried next interval
                 await self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 __all__ = ["AUTH", "LOG_FIRST", "REQUEST", "Refusals"]
