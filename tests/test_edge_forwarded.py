@@ -14,6 +14,8 @@ GatewayConfig with msgspec's TOML decoder, as the configuration loader does; onc
 from __future__ import annotations
 
 import contextlib
+import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +28,14 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from gateway.cli import build_parser
+from gateway.cli.serve import config_from
 from gateway.config import GatewayConfig
 from gateway.edge import TrustedProxies
+from gateway.serve import demo_user_id, mint_token, signing_key
 from providers.echo import EchoProvider
 from tests.conftest import POLICIES
-from tests.harness import RunningGateway, running_gateway, serving_app
+from tests.harness import RunningGateway, free_port, running_gateway, serving_app, serving_process
 from tests.oauth_server import USER_ID, AuthServer
 from tests.reverse_proxy import ReverseProxy
 
@@ -199,3 +204,32 @@ async def test_metadata_and_challenges_name_the_public_url_whatever_the_request_
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == (
         f'Bearer resource_metadata="https://{PUBLIC}/.well-known/oauth-protected-resource/mcp"')
+
+
+# -- `opsgate serve` itself --------------------------------------------------------------------------
+
+
+def test_serve_flags_set_the_public_url_and_trusted_proxies() -> None:
+    args = build_parser().parse_args(["serve", "--public-url", f"https://{PUBLIC}", "--trusted-proxy", "10.0.0.0/8",
+                                      "--trusted-proxy", "127.0.0.1"])
+    config = config_from(args)
+    assert (config.public_url, config.trusted_proxies) == (f"https://{PUBLIC}", ("10.0.0.0/8", "127.0.0.1"))
+    assert config_from(build_parser().parse_args(["serve"])).trusted_proxies == ()
+
+
+async def test_opsgate_serve_records_the_socket_peer_not_a_loopback_clients_header(tmp_path: Path) -> None:
+    """uvicorn believes X-Forwarded-For from loopback peers by default; the gateway's process must not
+    let it, or any local client could write any address into the audit trail."""
+    state, port = tmp_path / "state", free_port()
+    secret = signing_key(GatewayConfig(state_dir=str(state)))
+    token = mint_token(secret, issuer=GatewayConfig().auth_issuer, user_id=demo_user_id("ops_viewer"),
+                       role="ops_viewer")
+    message = f"spoofing {uuid.uuid4()}"
+    argv = ["gateway.cli", "serve", "--port", str(port), "--policies", str(POLICIES), "--state-dir", str(state)]
+    with serving_process(argv, port, tmp_path / "serve.log", "gateway") as gw:
+        async with mcp_client(gw.url, token, {"X-Forwarded-For": INTERNET_CLIENT,
+                                              "Forwarded": f"for={INTERNET_CLIENT}"}) as client:
+            assert not (await client.call_tool("echo.ping", {"message": message})).is_error
+    with sqlite3.connect(state / "events.db") as conn:  # the process has stopped: its rows are committed
+        rows = conn.execute("select payload, client_addr from run_events where tool = 'ping'").fetchall()
+    assert [c for p, c in rows if json.loads(p)["args"]["message"] == message] == ["127.0.0.1"]
