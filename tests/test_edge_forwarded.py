@@ -170,6 +170,21 @@ async def test_through_the_proxy_the_row_has_the_forwarded_client(deployed: tupl
     assert (await row_of(gw, message)).client_addr == INTERNET_CLIENT
 
 
+async def test_a_decision_api_row_has_the_forwarded_client_too(deployed: tuple[RunningGateway, str, str],
+                                                                auth: AuthServer) -> None:
+    gw, proxy, _ = deployed
+    marker = f"User::{uuid.uuid4()}"
+    query = {"input": {"principal": f'Ops::User::"{marker}"', "action": "echo.ping",
+                       "resource": 'Ops::Provider::"echo"'}}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {auth.mint(role='ops_admin')}"}) as http:
+        r = await http.post(proxy + "/v1/data/opsgate/authz", json=query)
+    assert r.status_code == 200, r.text
+    assert gw.services.audit is not None
+    rows = await gw.services.audit.store.query(provider="opsgate", tool="decide", limit=1000)
+    mine = [row for row in rows if row.payload and marker in json.dumps(row.payload)]
+    assert [row.client_addr for row in mine] == [INTERNET_CLIENT]
+
+
 async def test_from_an_untrusted_peer_the_same_headers_change_nothing(deployed: tuple[RunningGateway, str, str],
                                                                       auth: AuthServer) -> None:
     gw, _, _ = deployed
