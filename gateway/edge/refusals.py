@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit import Audit
+from gateway.edge.current import bound_client
 
 log = logging.getLogger("opsgate.edge")
 
@@ -102,16 +103,16 @@ class Refusals:
         if self.audit is None:
             return 0
         keys = list(tallies)
-        outcomes = await asyncio.gather(*(self._write(k, tallies[k]) for k in keys), return_exceptions=True)
+        with bound_client(None):  # rows name their client themselves, never a request being served
+            outcomes = await asyncio.gather(*(self._write(k, tallies[k]) for k in keys), return_exceptions=True)
         failed = [k for k, o in zip(keys, outcomes, strict=True) if o is not None]
         for k in failed:  # keep them for the next interval, within the bound
-            kept = self._tallies.get(k) or self._tallies.get((k[0], None, k[2]))
-            if kept is not None:
-                kept.merge(tallies[k])
-            elif len(self._tallies) < self.max_clients:
-                self._tallies[k] = tallies[k]
+            fits = k in self._tallies or len(self._tallies) < self.max_clients
+            target = k if fits else (k[0], None, k[2])
+            if target in self._tallies:
+                self._tallies[target].merge(tallies[k])
             else:
-                self._tallies[(k[0], None, k[2])] = tallies[k]
+                self._tallies[target] = tallies[k]
         return len(keys) - len(failed)
 
     async def _write(self, key: Key, tally: _Tally) -> None:
