@@ -9,6 +9,8 @@ the allowed hosts (case, a trailing dot, IPv6 in any notation, no Origin at all)
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,7 +58,8 @@ FRIENDLY_HOSTS = ["localhost:8080", "127.0.0.1:1", "[::1]:8080", "LOCALHOST:8080
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path_factory.mktemp("state")))
+    config = GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path_factory.mktemp("state")),
+                           trusted_proxies=("127.0.0.1",), edge_refusal_interval_s=0.2)
     with running_gateway(config, providers=[EchoProvider()]) as running:
         yield running
 
@@ -129,17 +132,22 @@ async def test_unguarded_surfaces_answer_any_host(gw: RunningGateway) -> None:
 
 
 async def test_refused_hosts_and_origins_are_counted_for_the_audit_trail(gw: RunningGateway) -> None:
-    refusals: Any = gw.services.refusals
-    await refusals.flush()
+    client = "198.51.100.77"  # this test's own client, named by the (trusted) loopback peer
     for _ in range(3):
-        await attempt(gw, "/v1/status", {"Origin": "http://localhost:18200@evil.example"})
-    await attempt(gw, "/mcp", {"Host": "evil.example"})
-    assert await refusals.flush() == 2  # one row per (client, reason), however many requests
+        await attempt(gw, "/v1/status", {"Origin": "http://localhost:18200@evil.example", "X-Forwarded-For": client})
+    await attempt(gw, "/mcp", {"Host": "evil.example", "X-Forwarded-For": client})
     assert gw.services.audit is not None
-    rows = await gw.services.audit.store.query(provider="opsgate", tool="request.refused", limit=100)
-    counts = {r.payload["args"]["reason"]: r.payload["args"]["count"] for r in rows[-2:] if r.payload}
+    deadline = time.monotonic() + 60  # rows come with the next interval's flush: waited for, not timed
+    while True:
+        rows = [r for r in await gw.services.audit.store.query(provider="opsgate", tool="request.refused", limit=1000)
+                if r.client_addr == client]
+        counts: dict[str, int] = {}
+        for args in (r.payload["args"] for r in rows if r.payload):
+            counts[args["reason"]] = counts.get(args["reason"], 0) + args["count"]
+        if counts == {"origin_not_allowed": 3, "host_not_allowed": 1} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert counts == {"origin_not_allowed": 3, "host_not_allowed": 1}
-    assert all(r.client_addr == "127.0.0.1" for r in rows[-2:])
 
 
 # -- the decision itself, and the configuration it comes from ---------------------------------------
