@@ -47,8 +47,7 @@ def bare_app(config: GatewayConfig) -> Litestar:
     import contextlib
 
     server = build_server(BarePipeline(), caller_from_scope, version="bare")  # type: ignore[arg-type]
-    manager = session_manager(server, allowed_hosts=list(config.allowed_hosts),
-                              allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes)
+    manager = session_manager(server, max_body_bytes=config.max_body_bytes)
 
     async def anyone(header: str | None) -> Any:
         return Anyone()

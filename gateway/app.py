@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, asgi
+from litestar.middleware import DefineMiddleware
 from litestar.types import Receive, Scope, Send
 
+from gateway.edge import Edge, EdgeMiddleware
 from gateway.exception_trust import exceptions_ready, watch_exceptions
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.routes import ROUTES
@@ -22,13 +24,12 @@ log = logging.getLogger("opsgate.gateway")
 VERSION = "0.1.0"
 
 
-def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins: list[str],
-               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
+def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
                tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
-    manager = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
-                              max_body_bytes=max_body_bytes)
-    endpoint = McpEndpoint(manager, services.authenticate)
+    manager = session_manager(server, max_body_bytes=max_body_bytes)
+    endpoint = McpEndpoint(manager, services.authenticate,
+                           lambda scope, presented, why: edge.challenge(scope, presented=presented, description=why))
 
     @asgi("/mcp", is_mount=True, copy_scope=True)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,6 +48,7 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
             await services.audit.store.start()
         await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
         watcher = asyncio.create_task(watch_exceptions(services))
+        refusals = asyncio.create_task(services.refusals.run()) if services.refusals is not None else None
         try:
             async with manager.run():
                 yield
@@ -54,6 +56,9 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if refusals is not None:  # writes the last interval's refusal rows before the store closes
+                services.refusals.stop()
+                await refusals
         if services.limiter is not None:
             await services.limiter.close()
         if services.audit is not None:
@@ -61,8 +66,10 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flushes a batch exporter
 
-    app = Litestar([mcp, *ROUTES], lifespan=[lifespan], debug=False)
+    app = Litestar([mcp, *ROUTES], lifespan=[lifespan], debug=False,
+                   middleware=[DefineMiddleware(EdgeMiddleware, edge=edge, refusals=services.refusals)])
     app.state.services = services
+    app.state.edge = edge
     app.state.health_timeout_s = health_timeout_s
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
     return app

@@ -26,6 +26,7 @@ log = logging.getLogger("opsgate.audit")
 
 Redact = Callable[[Any], Any]
 SpanIds = Callable[[], tuple[str | None, str | None]]
+ClientAddress = Callable[[], str | None]
 
 
 # The row of a call whose process died between `begin` and `record` (constitution rule 3: even a
@@ -42,15 +43,20 @@ def _no_span() -> tuple[str | None, str | None]:
     return None, None
 
 
+def _no_client() -> str | None:
+    return None
+
+
 class Audit:
     # After a failed append, refuse to run tools for this long before trying the store again.
     COOLDOWN_S = 1.0
 
     def __init__(self, store: EventStore, *, redact: Redact = _identity, span_ids: SpanIds = _no_span,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, client_addr: ClientAddress = _no_client) -> None:
         self.store = store
         self._redact = redact
         self._span_ids = span_ids
+        self._client_addr = client_addr  # the current request's client (gateway.edge), None off HTTP
         self._clock = clock
         self._failed_at: float | None = None
         self._interrupted = redact(INTERRUPTED)  # constant: redacted once, not per call
@@ -81,16 +87,17 @@ class Audit:
 
     async def record(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
                      result: dict[str, Any], duration_ms: int, event_id: str | None = None,
-                     started: RunEvent | None = None) -> str:
+                     started: RunEvent | None = None, client_addr: str | None = None) -> str:
         """Append one event and wait for its commit; returns its id. Raises EVENT_STORE_UNAVAILABLE.
         `started` is what `begin` returned, if the call began (its arguments are already redacted
-        there); else `event_id`, if the caller fixes the id (idempotent lifecycle rows)."""
+        there); else `event_id`, if the caller fixes the id (idempotent lifecycle rows).
+        `client_addr` names the client when the row is not written for the current request."""
         if started is not None:
             event = msgspec.structs.replace(started, result=self._redact(_with_dryrun(result, decision)),
                                             duration_ms=duration_ms)
         else:
             event = self._event(event_id or new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments,
-                                decision=decision, result=result, duration_ms=duration_ms)
+                                decision=decision, result=result, duration_ms=duration_ms, client_addr=client_addr)
         try:
             await self.store.append(event)
         except (EventStoreError, ValueError) as e:
@@ -103,7 +110,7 @@ class Audit:
         return event.id
 
     def _event(self, event_id: str, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
-               result: dict[str, Any] | None, duration_ms: int) -> RunEvent:
+               result: dict[str, Any] | None, duration_ms: int, client_addr: str | None = None) -> RunEvent:
         """`result=None`: the intent's (`interrupted`)."""
         provider, _, local = tool.partition(".")
         trace_id, span_id = self._span_ids()
@@ -117,7 +124,8 @@ class Audit:
             policy_ids=list(decision.reasons) if decision is not None else [],
             bundle_revision=decision.bundle_revision if decision is not None else None,
             exception_ids=list(decision.exceptions_applied) if decision is not None else [],
-            trace_id=trace_id, span_id=span_id)
+            trace_id=trace_id, span_id=span_id,
+            client_addr=client_addr if client_addr is not None else self._client_addr())
 
 
 def _with_dryrun(result: dict[str, Any], decision: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
+from gateway.edge import bound_client, view_of
 from gateway.errors import Code, GatewayError
 from gateway.pipeline import Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
@@ -49,6 +50,13 @@ def _header_sink(ctx: ServerRequestContext[Any, Any]) -> dict[str, str] | None:
     return request.scope.get("state", {}).get(HEADERS_KEY) if request is not None else None
 
 
+def _client(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """This request's client address (gateway.edge): bound again in each handler, since a stateful
+    session serves later requests on a task that inherited the first request's context."""
+    view = view_of(ctx.request.scope) if ctx.request is not None else None  # type: ignore[arg-type]
+    return view.address if view is not None else None
+
+
 def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Server[Any]:
     async def on_list_tools(ctx: ServerRequestContext[Any, Any],
                             params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -61,7 +69,8 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             set_session_id(ctx.request.headers.get("mcp-session-id"))
         out = CallResult()
         try:
-            return await pipeline.call_tool(caller, params.name, params.arguments, out)
+            with bound_client(_client(ctx)):
+                return await pipeline.call_tool(caller, params.name, params.arguments, out)
         except GatewayError as e:
             raise e.to_mcp() from None
         finally:
@@ -78,7 +87,8 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
         caller = await caller_of(ctx)
         out = CallResult()
         try:
-            return await pipeline.read_resource(caller, str(params.uri), out)
+            with bound_client(_client(ctx)):
+                return await pipeline.read_resource(caller, str(params.uri), out)
         except GatewayError as e:
             raise e.to_mcp() from None
         finally:
@@ -99,14 +109,23 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
 
 
 Authenticate = Callable[[str | None], Awaitable[Caller]]
+# A 401's WWW-Authenticate for this request: (scope, whether a token was presented, why it failed).
+Challenge = Callable[[Scope, bool, str | None], str]
+
+
+def _plain_challenge(scope: Scope, presented: bool, description: str | None) -> str:
+    return 'Bearer error="invalid_token"' if presented else "Bearer"
 
 
 class McpEndpoint:
-    """ASGI app for /mcp: authenticate, then hand over to the SDK's session manager."""
+    """ASGI app for /mcp: authenticate, then hand over to the SDK's session manager. Host and
+    Origin were checked before (gateway.edge); nothing here reads the body."""
 
-    def __init__(self, manager: StreamableHTTPSessionManager, authenticate: Authenticate) -> None:
+    def __init__(self, manager: StreamableHTTPSessionManager, authenticate: Authenticate,
+                 challenge: Challenge = _plain_challenge) -> None:
         self.manager = manager
         self.authenticate = authenticate
+        self.challenge = challenge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,7 +135,8 @@ class McpEndpoint:
         try:
             caller = await self.authenticate(header)
         except GatewayError as e:
-            await _refuse(send, e)
+            presented = e.data.get("reason") != "missing"
+            await _refuse(send, e, self.challenge(scope, presented, e.message if presented else None))
             return
         state = scope.setdefault("state", {})
         state[CALLER_KEY] = caller
@@ -136,20 +156,21 @@ class McpEndpoint:
         await self.manager.handle_request(scope, receive, send_with_headers)
 
 
-async def _refuse(send: Send, error: GatewayError) -> None:
+async def _refuse(send: Send, error: GatewayError, challenge: str) -> None:
     body = json.dumps(error.to_jsonrpc()).encode()
     await send({"type": "http.response.start", "status": 401,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b'Bearer error="invalid_token"')]})
+                            (b"www-authenticate", challenge.encode("latin-1"))]})
     await send({"type": "http.response.body", "body": body})
 
 
-def session_manager(server: Server[Any], *, allowed_hosts: list[str], allowed_origins: list[str],
-                    max_body_bytes: int) -> StreamableHTTPSessionManager:
+def session_manager(server: Server[Any], *, max_body_bytes: int) -> StreamableHTTPSessionManager:
+    # The SDK's DNS-rebinding guard compares Host and Origin by text prefix (it accepts
+    # `http://localhost:1@evil.example`), so it stays off: gateway.edge decides both, by parsed
+    # scheme, host and port, before a request reaches the SDK. Its Content-Type check still runs.
     return StreamableHTTPSessionManager(
         app=server, json_response=True,
-        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=True,
-                                                    allowed_hosts=allowed_hosts, allowed_origins=allowed_origins),
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         max_request_body_size=max_body_bytes)
 
 

@@ -24,6 +24,17 @@ from gateway.app import VERSION, create_app
 from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
+from gateway.edge import (
+    AUTH,
+    AllowedHosts,
+    Edge,
+    ProtectedResource,
+    PublicUrl,
+    Refusals,
+    TrustedProxies,
+    authorization_server,
+    client_address,
+)
 from gateway.errors import Code, GatewayError
 from gateway.exception_trust import TrustSource
 from gateway.pipeline import Caller
@@ -103,8 +114,19 @@ def make_authenticator(config: GatewayConfig, secret: bytes | None = None) -> tu
     commands that must verify a token exactly as the gateway does (`opsgate exception approve`)."""
     secret = secret if secret is not None else signing_key(config)
     users = LazyPostgresUserDirectory(config.database_url) if config.auth_freshness else None
-    return Authenticator(AuthConfig(issuer=config.auth_issuer, hs256_secret=secret, jwks_url=config.jwks_url,
-                                    freshness=config.auth_freshness), users=users), secret
+    return Authenticator(AuthConfig(issuer=config.auth_issuer, audience=config.auth_audience, hs256_secret=secret,
+                                    jwks_url=config.jwks_url, freshness=config.auth_freshness), users=users), secret
+
+
+def edge_of(config: GatewayConfig) -> Edge:
+    """The HTTP edge's settings: allowed hosts and origins (plus the public URL's own), trusted
+    proxies, and what OAuth clients are told. Raises ValueError naming a bad setting."""
+    public = PublicUrl(config.public_url) if config.public_url else None
+    hosts = [*config.allowed_hosts, *([public.host_pattern()] if public else [])]
+    origins = [*config.allowed_origins, *([public.origin_pattern()] if public else [])]
+    return Edge(AllowedHosts(hosts, origins), TrustedProxies(config.trusted_proxies, config.forwarded_header),
+                ProtectedResource(public, authorization_server(config.auth_server, config.auth_issuer),
+                                  config.auth_scopes))
 
 
 def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
@@ -115,6 +137,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
         try:
             return await authenticator.authenticate(header)
         except AuthError as e:
+            refusals.note(AUTH, e.reason, client_address())  # counted; never the token
             raise GatewayError(Code.UNAUTHENTICATED, e.message, reason=e.reason) from None
 
     limiter: Any
@@ -135,23 +158,23 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     # Secret values the redactor removes wherever they appear: the signing key and every value
     # the vault has handed a provider.
     redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
-    audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
+    audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids, client_addr=client_address)
+    refusals = Refusals(audit, interval_s=config.edge_refusal_interval_s)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
-                    exception_trust=trust), secret
+                    exception_trust=trust, refusals=refusals), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
     services, secret = build_services(config, providers=providers)
     provider = setup_tracing(msgspec.structs.replace(config.tracing, service_version=VERSION),
                              scrubber=services.redactor)
-    app = create_app(services, allowed_hosts=list(config.allowed_hosts),
-                     allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes,
+    app = create_app(services, edge=edge_of(config), max_body_bytes=config.max_body_bytes,
                      health_timeout_s=config.health_timeout_s, tracer_provider=provider)
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "make_authenticator", "mint_token",
-           "open_configured_vault", "signing_key"]
+__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "edge_of", "make_authenticator",
+           "mint_token", "open_configured_vault", "signing_key"]

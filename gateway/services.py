@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from litestar import Request
 from litestar.exceptions import HTTPException
 
 from engine import Decision, Engine, Uid, utcnow
 from engine import Request as Query
 from gateway.audit import Audit
+from gateway.edge import Refusals
 from gateway.errors import HTTP_STATUS, Code, GatewayError
 from gateway.pipeline import Caller, Pipeline, principal_of
 from gateway.registry import Registry
@@ -36,26 +36,22 @@ class Services:
     vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
     # gateway.exception_trust.TrustSource: revocations and the pinned approvers' root, for the engine
     exception_trust: Any = None
+    refusals: Refusals | None = None  # requests refused at the edge, counted into audit rows
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit,
                                  scrub=self.redactor.redact_text)
 
-    async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
-        """Authenticate an HTTP API request and decide the gateway action it performs."""
-        try:
-            caller = await self.authenticate(request.headers.get("authorization"))
-        except GatewayError as e:
-            raise HTTPException(status_code=401, detail=e.message, extra=e.payload,
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+    def admin_decision(self, caller: Caller, action: str) -> None:
+        """Decide the gateway action (`opsgate.decide`, `opsgate.policy.reload`) an admin route
+        performs for an authenticated caller; HTTP 403 FORBIDDEN with the decision when denied."""
         uid, entities = principal_of(caller)
         d = self.engine.decide(Query(uid, action, Uid.of("Provider", "opsgate"), {}, entities), now=self.clock())
         if not d.allowed:
             e = GatewayError(Code.FORBIDDEN, f"{action} denied for role {caller.role or 'none'}",
                              decision_id=d.decision_id, policy_ids=list(d.reasons))
             raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload)
-        return caller
 
     async def limiter_health(self) -> dict[str, Any]:
         return await self.limiter.health() if self.limiter is not None else {"backend": "none", "ok": True}

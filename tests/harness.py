@@ -73,18 +73,21 @@ class RunningGateway:
 
 
 @contextlib.contextmanager
-def running_gateway(config: GatewayConfig, providers: list[Any] | None = None) -> Iterator[RunningGateway]:
+def running_gateway(config: GatewayConfig, providers: list[Any] | None = None,
+                    port: int | None = None) -> Iterator[RunningGateway]:
     app, services, secret = build_app(config, providers=providers)
-    with serving_app(app, "gateway") as url:
+    with serving_app(app, "gateway", port=port) as url:
         yield RunningGateway(url, services, secret, config.auth_issuer)
 
 
 @contextlib.contextmanager
-def serving_app(app: Any, what: str = "app") -> Iterator[str]:
-    """Run an ASGI app under uvicorn on a free loopback port, in a thread, until the block ends;
-    yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+def serving_app(app: Any, what: str = "app", port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app under uvicorn on a free loopback port (or `port`), in a thread, until the block
+    ends; yields its base URL. The app sees the real socket peer (uvicorn's proxy_headers off, as
+    `opsgate serve` runs it)."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           proxy_headers=False))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

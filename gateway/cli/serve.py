@@ -48,6 +48,12 @@ def gateway_settings(p: argparse.ArgumentParser, *, http: bool) -> None:
     if http:
         setting(p, "--host", "host", "address to listen on")
         setting(p, "--port", "port", "port to listen on")
+        setting(p, "--public-url", "public_url",
+                "the gateway's public base URL, e.g. https://mcp.example.com (its host and origin are then allowed)",
+                metavar="URL")
+        setting(p, "--trusted-proxy", "trusted_proxies",
+                "a reverse proxy (IP or CIDR) whose forwarded headers are believed (repeatable)", action="append",
+                metavar="IP_OR_CIDR")
     setting(p, "--policies", "policies", "policy bundle directory", metavar="DIR")
     setting(p, "--exceptions", "exceptions", "deviation exceptions directory", metavar="DIR")
     setting(p, "--state-dir", "state_dir", "embedded vault, event store and journals", metavar="DIR")
@@ -105,8 +111,11 @@ def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvico
 
     from otel.redact import install_log_filter
 
+    # proxy_headers=False: uvicorn would otherwise rewrite the peer address from X-Forwarded-For
+    # (from loopback peers by default) before the gateway sees it; gateway.edge walks the chain
+    # itself, through the configured trusted_proxies only.
     settings = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", loop="uvloop",
-                              http="httptools")
+                              http="httptools", proxy_headers=False)
     install_log_filter(redactor)
     return settings
 

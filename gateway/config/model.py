@@ -62,5 +62,24 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
     omega: OmegaConfig = OmegaConfig()
 
+    # -- the HTTP edge: public URL, trusted proxies, OAuth discovery (README "Serving behind a proxy") --
+    # The gateway's public base URL, e.g. "https://mcp.insightpulseai.com" (no path): the MCP resource
+    # is <public_url>/mcp; its host and origin are allowed without listing them in allowed_hosts/_origins.
+    public_url: str | None = None
+    # Peers (IPs or CIDRs) whose forwarded headers are believed; from any other peer they are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # The headers those proxies write: "x-forwarded" (X-Forwarded-For/-Proto/-Host) or "forwarded" (RFC 7239).
+    forwarded_header: Literal["x-forwarded", "forwarded"] = "x-forwarded"
+    # The `aud` an access token must carry: Supabase's "authenticated", or the resource URI
+    # (<public_url>/mcp) when an access-token hook issues it; nothing else is accepted.
+    auth_audience: str = "authenticated"
+    # The authorization server named in resource metadata (RFC 9728); default: auth_issuer when it is a URL.
+    auth_server: str | None = None
+    # Scopes listed in resource metadata and hinted in 401 challenges.
+    auth_scopes: tuple[str, ...] = ()
+    # Requests refused at the edge (authentication, Host, Origin) become one audit row per client and
+    # reason per this many seconds, with a count.
+    edge_refusal_interval_s: float = 60.0
+
 
 __all__ = ["GatewayConfig", "PathSetting"]

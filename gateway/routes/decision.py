@@ -23,6 +23,7 @@ from litestar.params import FromPath, JSONBody
 from engine import Entity, Uid
 from engine import Request as Query
 from gateway.errors import HTTP_STATUS, Code, GatewayError
+from gateway.routes.guards import allowed, caller_of
 from gateway.services import Services
 
 PATHS = {"opsgate/authz": False, "opsgate/authz/allow": True}
@@ -44,10 +45,11 @@ def _error(e: GatewayError) -> HTTPException:
     return HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload)
 
 
-@post("/v1/data/{path:path}", status_code=200)
+# The guard authenticates and decides before Litestar reads the body into `data`.
+@post("/v1/data/{path:path}", status_code=200, guards=[allowed("opsgate.decide")])
 async def data(request: Request[Any, Any, Any], path: FromPath[str], data: JSONBody[DataRequest]) -> dict[str, Any]:
     services: Services = request.app.state.services
-    caller = await services.http_caller(request, action="opsgate.decide")
+    caller = caller_of(request)
     path = path.strip("/")
     if path not in PATHS:
         raise HTTPException(status_code=404, detail=f"no decision at /v1/data/{path}; use one of {sorted(PATHS)}")
@@ -76,10 +78,9 @@ async def status(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"bundle": services.engine.status(), "rate_limiter": await services.limiter_health()}
 
 
-@post("/v1/policy/reload", status_code=200)
+@post("/v1/policy/reload", status_code=200, guards=[allowed("opsgate.policy.reload")])
 async def reload(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services: Services = request.app.state.services
-    await services.http_caller(request, action="opsgate.policy.reload")
     ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.engine.reload)
     body = {"reloaded": ok, "revision": services.engine.bundle.revision, "issues": [str(i) for i in issues]}
     if not ok:

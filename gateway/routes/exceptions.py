@@ -46,6 +46,7 @@ from gateway.exception_lifecycle import (
 )
 from gateway.exception_trust import TrustSource, trusted_key
 from gateway.pipeline import Caller
+from gateway.routes.guards import authenticated, caller_of
 from gateway.services import Services
 from otel.events import EventStoreError
 
@@ -71,11 +72,7 @@ class FilingBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _caller(services: Services, request: Request[Any, Any, Any]) -> Caller:
-    try:
-        return await services.authenticate(request.headers.get("authorization"))
-    except GatewayError as e:
-        raise HTTPException(status_code=401, detail=e.message, extra=e.payload,
-                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+    return caller_of(request)  # authenticated by the route's guard, before any body was read
 
 
 def _root(services: Services) -> Path:
@@ -139,7 +136,7 @@ async def _reload(services: Services) -> dict[str, Any]:
             "active": status["exceptions"]["active"], "refused": status["exceptions"]["refused"]}
 
 
-@get("/v1/exceptions")
+@get("/v1/exceptions", guards=[authenticated])
 async def list_exceptions(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services: Services = request.app.state.services
     caller = await _caller(services, request)
@@ -149,7 +146,7 @@ async def list_exceptions(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"exceptions": [summary(r, now) for r in scan(_root(services), trust)]}
 
 
-@post("/v1/exceptions", status_code=201)
+@post("/v1/exceptions", status_code=201, guards=[authenticated])
 async def file_exception(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services: Services = request.app.state.services
     caller = await _caller(services, request)  # before the body is even read
@@ -191,7 +188,7 @@ def _expiry(body: FilingBody, now: datetime) -> datetime:
         raise HTTPException(status_code=400, detail="expires_at is not ISO 8601") from None
 
 
-@post("/v1/exceptions/{exception_id:str}/approve", status_code=200)
+@post("/v1/exceptions/{exception_id:str}/approve", status_code=200, guards=[authenticated])
 async def approve_exception(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> dict[str, Any]:
     services: Services = request.app.state.services
     caller = await _caller(services, request)
@@ -217,7 +214,7 @@ async def approve_exception(request: Request[Any, Any, Any], exception_id: FromP
             **await _reload(services)}
 
 
-@post("/v1/exceptions/{exception_id:str}/revoke", status_code=200)
+@post("/v1/exceptions/{exception_id:str}/revoke", status_code=200, guards=[authenticated])
 async def revoke_exception(request: Request[Any, Any, Any], exception_id: FromPath[str],
                            data: JSONBody[RevokeBody]) -> dict[str, Any]:
     services: Services = request.app.state.services

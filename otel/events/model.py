@@ -7,13 +7,16 @@ its own caller instead of poisoning a group-committed batch shared with other ca
 - `created_at` is ISO 8601 *with* a UTC offset; stores return it canonicalised by
   `utc_timestamp` (UTC, microseconds, `+00:00`), so SQLite and Postgres answer identically;
 - `trace_id` / `span_id` are W3C lowercase hex (32 / 16 digits) or None;
-- `duration_ms` fits Postgres `int` (0 <= ms < 2**31).
+- `duration_ms` fits Postgres `int` (0 <= ms < 2**31);
+- `client_addr` is an IP address in canonical text (Python's `ipaddress`, as Postgres `inet`
+  prints it) or None.
 
 Redaction and size caps happen BEFORE an event is built; nothing here inspects payloads.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -44,6 +47,7 @@ class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
     exception_ids: list[str] = msgspec.field(default_factory=list)
     trace_id: str | None = None
     span_id: str | None = None
+    client_addr: str | None = None  # the client's address, as the gateway's HTTP edge derived it
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not UUID_TEXT.fullmatch(self.id):
@@ -70,6 +74,15 @@ class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"RunEvent.trace_id must be 32 lowercase hex digits, got {self.trace_id!r}")
         if self.span_id is not None and not _SPAN_ID.fullmatch(self.span_id):
             raise ValueError(f"RunEvent.span_id must be 16 lowercase hex digits, got {self.span_id!r}")
+        if self.client_addr is not None and not _canonical_ip(self.client_addr):
+            raise ValueError(f"RunEvent.client_addr must be an IP address in canonical text, got {self.client_addr!r}")
+
+
+def _canonical_ip(text: Any) -> bool:
+    try:
+        return isinstance(text, str) and str(ipaddress.ip_address(text)) == text
+    except ValueError:
+        return False
 
 
 def new_event_id(now_ms: int | None = None) -> str:
@@ -125,6 +138,7 @@ def to_row(e: RunEvent) -> tuple[Any, ...]:
         _encode(e.exception_ids).decode(),
         e.trace_id,
         e.span_id,
+        e.client_addr,
     )
 
 
@@ -146,6 +160,7 @@ def from_row(r: Any, *, ids: Callable[[Any], list[str]], stamp: Callable[[Any], 
         exception_ids=ids(r[11]),
         trace_id=r[12],
         span_id=r[13],
+        client_addr=r[14],
     )
 
 

@@ -30,15 +30,15 @@ import msgspec
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
 from otel.events.model import RunEvent, from_row, to_row, utc_timestamp
 
-_PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 7  # the order of _COLUMNS
+_PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 8  # the order of _COLUMNS
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 _COLUMNS = (
     "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
-    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id, client_addr"
 )
 _SELECT = (
     "id::text, provider, tool, caller_id::text, payload::text, result::text, duration_ms, created_at,"
-    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id, host(client_addr)"
 )
 # Rejections are about the data (class 22 data exception, class 23 integrity violation);
 # anything else (connection, timeout, privilege, server) means "not now".
@@ -83,7 +83,8 @@ class PostgresEventStore(EventStore):
             f"insert into {table} ({_COLUMNS})"
             " select id::uuid, provider, tool, caller_id::uuid, payload::jsonb, result::jsonb, duration_ms,"
             " created_at::timestamptz, decision, array(select jsonb_array_elements_text(policy_ids::jsonb)),"
-            " bundle_revision, array(select jsonb_array_elements_text(exception_ids::jsonb)), trace_id, span_id"
+            " bundle_revision, array(select jsonb_array_elements_text(exception_ids::jsonb)), trace_id, span_id,"
+            " client_addr::inet"
             f" from unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(_PARAM_TYPES, 1))}) as u({_COLUMNS})"
             " on conflict (id) do nothing"
         )

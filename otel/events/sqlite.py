@@ -44,7 +44,7 @@ log = logging.getLogger("opsgate.events")
 
 COLUMNS = (
     "id, provider, tool, caller_id, payload, result, duration_ms, created_at,"
-    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id"
+    " decision, policy_ids, bundle_revision, exception_ids, trace_id, span_id, client_addr"
 )
 
 SCHEMA = """
@@ -62,7 +62,8 @@ create table if not exists run_events (
     bundle_revision text,
     exception_ids text not null default '[]',
     trace_id text,
-    span_id text
+    span_id text,
+    client_addr text
 );
 create index if not exists run_events_created_at_idx on run_events (created_at, id);
 create index if not exists run_events_caller_idx on run_events (caller_id, created_at);
@@ -75,7 +76,9 @@ create trigger if not exists run_events_no_delete before delete on run_events
 begin select raise(abort, 'run_events is append-only: DELETE is not allowed'); end;
 """
 
-_INSERT = f"insert or ignore into run_events ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"insert or ignore into run_events ({COLUMNS}) values ({', '.join('?' * 15)})"
+# Columns added after a store's table was first created (supabase/migrations has the same, dated).
+_ADDED = {"client_addr": "text"}
 _encode = msgspec.json.Encoder().encode
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 
@@ -117,6 +120,7 @@ class SqliteEventStore(Journaled, EventStore):
             wconn = connect(self.path, self.durability, busy_timeout_ms=self._busy_timeout_ms)
             undo.callback(wconn.close)
             wconn.executescript(SCHEMA)
+            _add_columns(wconn)
             intents = IntentLog(self.path)
             undo.callback(intents.close)
             # Dead processes' intents become their `interrupted` rows unless the call's outcome is
@@ -313,6 +317,15 @@ class SqliteEventStore(Journaled, EventStore):
             self._intents.close()
         self._wpool.shutdown()
         self._rpool.shutdown()
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Bring a table created by an older gateway up to COLUMNS (`alter table` appends; rows already
+    there read NULL in the new columns)."""
+    have = {row[1] for row in conn.execute("pragma table_info(run_events)")}
+    for name, kind in _ADDED.items():
+        if name not in have:
+            conn.execute(f"alter table run_events add column {name} {kind}")
 
 
 def _event(r: Any) -> RunEvent:
