@@ -24,7 +24,8 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.cli import build_parser
 from gateway.cli.settings import resolve
 from gateway.config import GatewayConfig
-from gateway.serve import mint_token, signing_key
+from gateway.config.loader import load
+from gateway.serve import edge_of, mint_token, signing_key
 from tests.conftest import POLICIES, ROOT
 from tests.harness import free_port
 
@@ -108,9 +109,13 @@ def test_the_production_example_passes_check(tmp_path: Path) -> None:
     done = opsgate("config", "check", "--config", str(ROOT / "deploy" / "opsgate.toml"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].startswith(f"{ROOT / 'deploy' / 'opsgate.toml'}: ok")
-    config = tomllib.loads((ROOT / "deploy" / "opsgate.toml").read_text())
-    assert config["allowed_hosts"] == ["mcp.insightpulseai.com"] and config["limiter"] == "redis"
-    assert (config["vault"], config["events"], config["omega"]["backend"]) == ("supabase", "postgres", "postgres")
+    config = load(config_file=str(ROOT / "deploy" / "opsgate.toml")).config
+    assert config.limiter == "redis"
+    assert (config.vault, config.events, config.omega.backend) == ("supabase", "postgres", "postgres")
+    # the constitution's hostname is served (issue 12: it used to answer 421), a look-alike is not
+    allowed = edge_of(config).allowed
+    assert allowed.host_ok("mcp.insightpulseai.com", "https") and allowed.origin_ok("https://mcp.insightpulseai.com")
+    assert not allowed.host_ok("mcp.insightpulseai.com.evil.example", "https")
 
 
 def test_the_checkouts_own_file_passes_check() -> None:
