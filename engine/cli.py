@@ -47,10 +47,10 @@ def _bundle(root: str) -> Bundle:
     try:
         return load_bundle(path)
     except BundleError as e:
-        raise _refused(root, path, e) from None
+        raise refusal(root, path, e) from None
 
 
-def _refused(label: str, path: Path, e: BundleError) -> Refused:
+def refusal(label: str, path: Path, e: BundleError) -> Refused:
     """Print every issue of a refused bundle (file [policy id]: message); the Refused to raise."""
     print(f"{label}: policy bundle refused, {len(e.issues)} issue(s):", file=sys.stderr)
     # Sorted: Cedar reports validation errors in no stable order, and CI logs should diff cleanly.
@@ -316,7 +316,7 @@ def _load_side(source: impact.Source, at: datetime) -> impact.Loaded:
     try:
         return impact.load(source, at)
     except BundleError as e:
-        raise _refused(source.label, source.policies, e) from None
+        raise refusal(source.label, source.policies, e) from None
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -412,4 +412,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["Refused", "UsageError", "cmd_check", "cmd_diff", "cmd_eval", "cmd_fmt", "cmd_test", "decision_json",
-           "format_cedar", "register", "run", "subcommands"]
+           "format_cedar", "refusal", "register", "run", "subcommands"]

@@ -185,7 +185,7 @@ def _side(d: Decision, loaded: Loaded, action: str, tiers: bool = True) -> Side:
         detail = "error: " + " ".join(d.errors[0].split())[:160]
     elif d.allowed and tiers:
         detail = "tiers: " + (", ".join(f"{t.bucket} {_rate(t)}" for t in d.tiers) or "unlimited")
-    return Side(d.allowed, d.reasons, detail)
+    return Side(d.allowed, tuple(sorted(d.reasons)), detail)
 
 
 def _rate(t: Tier) -> str:

@@ -241,7 +241,7 @@ class Replayer:
                 continue
             direction = DENY_TO_ALLOW if allowed else ALLOW_TO_DENY
             counts[direction] += 1
-            key = (direction, f"{row.provider}.{row.tool}", who(kept), verdict.decision.reasons)
+            key = (direction, f"{row.provider}.{row.tool}", who(kept), tuple(sorted(verdict.decision.reasons)))
             self._tally(self._flips, key, row.id)
 
     def _not_replayable(self, event_id: str, reason: str) -> None:
