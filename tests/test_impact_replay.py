@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from otel.events import PostgresEventStore, RunEvent, SqliteEventStore, new_event_id, utc_timestamp
 from tests.conftest import POLICIES
 from tests.events_pg import fresh_database, run_sync
-from tests.harness import RunningGateway, call, running_gateway
+from tests.harness import RunningGateway, code_of, running_gateway
 
 CALLS = {  # label: (role, tool, arguments, what the caller got)
     "viewer_ping": ("ops_viewer", "echo.ping", {"message": "hello", "fail": False}, "ok"),
@@ -72,8 +72,6 @@ async def _traffic(gw: RunningGateway) -> tuple[dict[str, str], list[RunEvent]]:
             async with gw.client(gw.token(role, user_id=users[label])) as c:
                 got = outcome(await c.call_tool(tool, args))
         except BaseException as e:
-            from tests.harness import code_of
-
             got = code_of(e)
         assert got == expected, (label, got)
     store = gw.services.audit.store  # type: ignore[union-attr]
