@@ -136,7 +136,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
-    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
+                    policy_candidates=config.policy_candidates), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

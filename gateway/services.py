@@ -34,6 +34,7 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     redactor: Redactor = field(default_factory=Redactor)
     vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
+    policy_candidates: str | None = None  # GatewayConfig.policy_candidates (POST /v1/policy/diff)
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

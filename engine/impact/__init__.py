@@ -29,11 +29,21 @@ from engine.impact.replay import (
     Unreplayable,
     Verdict,
 )
-from engine.impact.source import ExceptionState, Loaded, Source, SourceError, folder, load, resolve, working_tree
+from engine.impact.source import (
+    ExceptionState,
+    Loaded,
+    Source,
+    SourceError,
+    exception_states,
+    folder,
+    load,
+    resolve,
+    working_tree,
+)
 
 __all__ = ["ALLOW_TO_DENY", "BEFORE_REQUESTS", "DENY_TO_ALLOW", "GATEWAY_ACTIONS", "REQUEST_KEY", "ArgDependence",
            "ArgPolicy", "Asked", "ExceptionState", "Flip", "Kept", "Loaded", "PermissionDiff", "Redaction",
            "ReplayReport", "Replayer", "Revision", "Row", "Side", "Source", "SourceError", "StoredRow",
            "Unreadable", "Unreplayable", "Verdict", "argument_dependence", "argument_paths", "diff_markdown",
-           "diff_text", "folder", "keep", "load", "permission_diff", "read_kept", "replay_markdown", "replay_text",
-           "resolve", "working_tree"]
+           "diff_text", "exception_states", "folder", "keep", "load", "permission_diff", "read_kept",
+           "replay_markdown", "replay_text", "resolve", "working_tree"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gateway.routes.decision import ROUTES as DECISION_ROUTES
 from gateway.routes.exceptions import ROUTES as EXCEPTION_ROUTES
 from gateway.routes.health import ROUTES as HEALTH_ROUTES
+from gateway.routes.policy import ROUTES as POLICY_ROUTES
 
-ROUTES = [*DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES]
+ROUTES = [*DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES, *POLICY_ROUTES]
 
 __all__ = ["ROUTES"]
