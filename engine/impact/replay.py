@@ -149,8 +149,16 @@ def _put(context: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str
 class Replayer:
     """Decides recorded rows again under one candidate engine and keeps the tally."""
 
+    CALLERS = 1 << 17  # entries the caller-keyed caches may hold during a replay
+
     def __init__(self, engine: Engine, *, examples: int = 3) -> None:
         self.engine = engine
+        # A window of traffic holds every caller of a week, not the few a gateway serves at once: the
+        # caches that grow with callers (resolved entities per caller and resource, slices per
+        # caller's ancestry and action) keep all of them, or each row would evict another's.
+        engine.ENTITY_CACHE_MAX = max(engine.ENTITY_CACHE_MAX, self.CALLERS)
+        slicer = engine.bundle.enforce
+        slicer.CACHE_MAX = max(slicer.CACHE_MAX, self.CALLERS)
         self.examples = examples
         self._readers: dict[str, list[tuple[str, frozenset[tuple[str, ...]]]]] = {}
         self._fixes: dict[tuple[str, tuple[Redaction, ...]], tuple[str | None, tuple[tuple[Any, ...], ...]]] = {}
