@@ -11,8 +11,8 @@
 2. Read only: `SqliteEventStore.scan` over the window, rows counted, nothing decided.
 3. Replay: the CLI's own path (`gateway.cli.replay.replay_store`: the store streams batches, the
    engine decides each in a worker thread), under a candidate that differs from the recorded bundle
-   in realistic ways (viewers gain comment tools; a forbid on scans outside acme/, which reads an
-   argument; a raised tier), so flips are real.
+   in realistic ways (viewers gain comment tools; a forbid on scans of repositories not named acme-*,
+   which reads an argument; a raised tier), so flips are real.
 4. decide() alone: the time spent inside the candidate engine's `decide()` during that replay,
    summed: decide()'s own rate on exactly the requests replayed, in the same cache state; what
    replay adds is reading, decoding and tallying.
@@ -50,7 +50,7 @@ from otel.redact import Redactor  # noqa: E402
 
 USERS = 500
 ROLES = (("ops_viewer", 0.6), ("ops_operator", 0.3), ("ops_admin", 0.1))
-STRINGS = {"repo": ["acme/api", "acme/web", "oss/lib", "acme/infra"], "severity": ["low", "high", "critical"],
+STRINGS = {"repo": ["acme-api", "acme-web", "oss-lib", "acme-infra"], "severity": ["low", "high", "critical"],
            "status": ["open", "resolved"], "org": ["acme"], "ref": ["main", "dev"], "table": ["pulse_drafts"]}
 CANDIDATE = '''
 @id("bench.viewers-comment")
@@ -58,7 +58,7 @@ permit (principal in Ops::Role::"ops_viewer", action in Ops::Action::"comment", 
 
 @id("bench.scans-only-acme")
 forbid (principal, action == Ops::Action::"socket.scan.repo", resource)
-unless { context has args && context.args.repo like "acme/*" };
+unless { context has args && context.args.repo like "acme-*" };
 '''
 
 

@@ -129,11 +129,11 @@ ONLY_ACME = ('@id("socket.scan.only-acme")\nforbid (principal, action == Ops::Ac
 
 
 def test_a_changed_argument_condition_is_named_with_the_paths_it_reads(bundle_dir: Path, tmp_path: Path) -> None:
-    (bundle_dir / "scans.cedar").write_text(ONLY_ACME.format("acme/*"))
+    (bundle_dir / "scans.cedar").write_text(ONLY_ACME.format("acme-*"))
     head = copy(bundle_dir, tmp_path / "head")
-    (head / "scans.cedar").write_text(ONLY_ACME.format("oss/*"))
+    (head / "scans.cedar").write_text(ONLY_ACME.format("oss-*"))
     d = permission_diff(side(bundle_dir), side(head), NOW)
-    # Without arguments the forbid holds on both sides (no args: not acme/*), so no row changes;
+    # Without arguments the forbid holds on both sides (no args: not acme-*), so no row changes;
     # the notice says that for socket.scan.repo this is not the whole story, and why.
     paths = ("context has args", "context.args.repo")
     assert d.rows == ()
@@ -146,7 +146,7 @@ def test_a_changed_argument_condition_is_named_with_the_paths_it_reads(bundle_di
 
 def test_an_added_argument_condition_is_listed_as_added(bundle_dir: Path, tmp_path: Path) -> None:
     head = copy(bundle_dir, tmp_path / "head")
-    (head / "scans.cedar").write_text(ONLY_ACME.format("acme/*"))
+    (head / "scans.cedar").write_text(ONLY_ACME.format("acme-*"))
     d = permission_diff(side(bundle_dir), side(head), NOW)
     assert d.arguments == (ArgDependence("socket.scan.repo", (
         ArgPolicy("socket.scan.only-acme", "forbid", "added", None, ("context has args", "context.args.repo")),)),)
