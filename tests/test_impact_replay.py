@@ -198,3 +198,23 @@ def test_replay_from_postgres_gives_the_same_report(recorded: Recorded, capsys: 
     drop = ("since", "until", "seconds")
     assert {k: v for k, v in from_pg.items() if k not in drop} == {k: v for k, v in from_sqlite.items()
                                                                     if k not in drop}
+
+
+def test_scan_pages_every_row_in_order_within_the_window(recorded: Recorded) -> None:
+    from otel.events import EventStore
+
+    async def scanned(default: bool, **window: str) -> list[str]:
+        store = SqliteEventStore(recorded.state / "events.db")
+        try:
+            # The SQLite store's own scan, and the contract's default (paging `query`) on the same rows.
+            pages = EventStore.scan(store, batch=3, **window) if default else store.scan(batch=3, **window)
+            return [r.id async for page in pages for r in page]
+        finally:
+            await store.close()
+
+    in_order = [r.id for r in sorted(recorded.rows, key=lambda r: (r.created_at, r.id))]
+    middle = sorted(r.created_at for r in recorded.rows)[3]
+    for default in (False, True):
+        assert asyncio.run(scanned(default)) == in_order
+        assert asyncio.run(scanned(default, since=middle)) == in_order[3:]
+        assert asyncio.run(scanned(default, until=middle)) == in_order[:3]
