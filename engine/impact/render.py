@@ -23,8 +23,8 @@ MARK = {"gains": "+", "loses": "-", "raised": "+", "lifted": "+", "lowered": "-"
 def _what(r: Row) -> str:
     if r.area == "tier":
         return f"limit [{r.bucket}] on {r.target}"
-    if r.area == "tool":
-        return f"tool {r.target}"
+    if r.area == "tool":  # the gateway's own admin actions (opsgate.*) are actions, not tools
+        return f"{'action' if r.provider == 'opsgate' else 'tool'} {r.target}"
     if r.area == "egress":
         return f"egress {r.target}"
     if r.area == "secret":
