@@ -117,8 +117,9 @@ class Audit:
         redacted = (self._redact(_with_dryrun(result, decision)) if result is not None
                     else _with_dryrun(self._interrupted, decision))
         payload = self._redact({"args": arguments})
-        if asked is not None and decision is not None:
-            payload = {**payload, REQUEST_KEY: keep(asked, self._redact)}
+        kept = keep(asked, self._redact) if asked is not None and decision is not None else None
+        if kept is not None:
+            payload = {**payload, REQUEST_KEY: kept}
         return RunEvent(
             id=event_id, provider=provider or "unknown", tool=local or tool, caller_id=caller_id,
             payload=payload, result=redacted, duration_ms=duration_ms,

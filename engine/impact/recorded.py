@@ -107,9 +107,17 @@ def redactions(original: Any, redacted: Any, path: tuple[str, ...] = ()) -> list
 _TO_BUILTINS = msgspec.to_builtins
 
 
-def keep(asked: Asked, redact: Callable[[Any], Any]) -> dict[str, Any]:
+def keep(asked: Asked, redact: Callable[[Any], Any]) -> dict[str, Any] | None:
     """The `_request` entry of an audit row's payload for `asked`, redacted with `redact` (the
-    payload's own redactor; sensitive paths such as `args.token` mean the same in both)."""
+    payload's own redactor; sensitive paths such as `args.token` mean the same in both). Never
+    raises: on a bug here the row keeps no request (replay then reports it), the call goes on."""
+    try:
+        return _keep(asked, redact)
+    except Exception:
+        return None
+
+
+def _keep(asked: Asked, redact: Callable[[Any], Any]) -> dict[str, Any]:
     req = asked.request
     context = dict(req.context)
     clean = redact(context)

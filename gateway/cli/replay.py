@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.cli import UsageError, refusal, subcommands
+
 RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def register(commands: Any) -> None:
-    from engine.cli import subcommands
-
     p = subcommands(commands).add_parser(
         "replay", help="decide recorded traffic again under a candidate bundle: what would flip")
     p.add_argument("--bundle", default="policies", metavar="DIR", help="the candidate bundle (default: policies)")
@@ -47,8 +47,6 @@ def register(commands: Any) -> None:
 
 def when(text: str, now: datetime) -> datetime:
     """`7d` (ago), or ISO 8601 with a timezone."""
-    from engine.cli import UsageError
-
     m = RELATIVE.match(text.strip())
     if m:
         return now - timedelta(seconds=int(m[1]) * UNITS[m[2]])
@@ -62,7 +60,6 @@ def when(text: str, now: datetime) -> datetime:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from engine.cli import UsageError
     from otel.events import PostgresEventStore, SqliteEventStore
 
     if args.events == "postgres":
@@ -88,7 +85,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import msgspec
 
     from engine import BundleError, Engine, load_bundle, utcnow
-    from engine.cli import UsageError, refusal
     from engine.impact import Replayer, replay_markdown, replay_text
 
     now = utcnow()
