@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,17 @@ def test_replaying_the_recorded_bundle_reproduces_every_decision(recorded: Recor
     code, out = replay(recorded, capsys, POLICIES, "--fail-on", "deny-to-allow")
     assert code == 0 and out["flips"] == []
     assert (out["replayed"], out["unchanged"], out["not_replayable"]) == (6, 6, 1)  # only the old row
+
+
+def test_worker_processes_add_up_to_the_same_report(recorded: Recorded, capsys: pytest.CaptureFixture[str]) -> None:
+    _, one = replay(recorded, capsys, recorded.candidate)
+    # Two spans from the first row to just past the last: the calls in one, the old row (appended
+    # after the gateway stopped) in the other.
+    first, last = min(r.created_at for r in recorded.rows), max(r.created_at for r in recorded.rows)
+    end = (datetime.fromisoformat(last) + timedelta(milliseconds=1)).isoformat()
+    _, two = replay(recorded, capsys, recorded.candidate, "--workers", "2", "--since", first, "--until", end)
+    drop = ("since", "until", "seconds")
+    assert {k: v for k, v in two.items() if k not in drop} == {k: v for k, v in one.items() if k not in drop}
 
 
 def test_fail_on_deny_to_allow_and_text_output(recorded: Recorded, capsys: pytest.CaptureFixture[str]) -> None:

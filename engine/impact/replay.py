@@ -15,7 +15,8 @@ Invariants:
   Cedar sees it). A redacted value nobody reads is put back as a value of the type it had (a
   Cedar answer depends on the values policies read and on the context's types, nothing else);
   anything else is reported as not replayable exactly, with the reason, never guessed.
-- Pure and incremental: rows in (any iterable, batch after batch), a report out; no I/O.
+- Pure and incremental: rows in (any iterable, batch after batch), a report out; no I/O. Parts of
+  a window replayed apart (by worker processes) add up to the report of the whole (`absorb`).
 """
 
 from __future__ import annotations
@@ -263,6 +264,24 @@ class Replayer:
         entry[0] += 1
         if len(entry[1]) < self.examples:
             entry[1].append(event_id)
+
+    def absorb(self, other: ReplayReport) -> None:
+        """Add the tally of another part of the window (a worker's report), as if its rows had been
+        fed here after those already fed: counts add up, example ids keep the earliest."""
+        c = self.counts
+        for name in ("rows", "decisions", "replayed", "unchanged", "not_replayable", "no_decision"):
+            c[name] += getattr(other, name)
+        c[ALLOW_TO_DENY] += other.allow_to_deny
+        c[DENY_TO_ALLOW] += other.deny_to_allow
+        for f in other.flips:
+            self._group(self._flips, (f.direction, f.tool, f.role, f.policies), f.count, f.examples)
+        for u in other.unreplayable:
+            self._group(self._unreplayable, u.reason, u.count, u.examples)
+
+    def _group(self, table: dict[Any, list[Any]], key: Any, n: int, examples: tuple[str, ...]) -> None:
+        entry = table.setdefault(key, [0, []])
+        entry[0] += n
+        entry[1] += examples[:max(0, self.examples - len(entry[1]))]
 
     def report(self) -> ReplayReport:
         c = self.counts

@@ -6,17 +6,22 @@
 A `policy` subcommand that lives in the gateway because it reads the audit trail (the store the
 gateway writes: SQLite under --state-dir, or Postgres at --database-url); the replay itself is
 engine.impact's. Rows are streamed in batches: the next batch is read while the engine decides
-this one. Exit 0, or 1 with --fail-on deny-to-allow when any recorded denial would now be allowed,
-or 1 when the candidate bundle is refused; 2 for a mistake in the command.
+this one. With --workers N the window is cut into N consecutive spans, each replayed by its own
+process (the engine's deciding is CPU-bound Python and Cedar), and their tallies added up.
+Exit 0, or 1 with --fail-on deny-to-allow when any recorded denial would now be allowed, or 1 when
+the candidate bundle is refused; 2 for a mistake in the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import multiprocessing
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,8 @@ def register(commands: Any) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--fail-on", choices=("deny-to-allow",), help="exit 1 when any recorded denial would be allowed")
     p.add_argument("--examples", type=int, default=3, help="example event ids per group (default 3)")
+    p.add_argument("--workers", type=int, default=1, help="processes replaying consecutive spans of the window "
+                   "(default 1; up to the number of cores)")
     p.add_argument("--batch", type=int, default=5000, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_replay)
 
@@ -59,15 +66,19 @@ def when(text: str, now: datetime) -> datetime:
     return at
 
 
+def _sqlite_path(args: argparse.Namespace) -> Path:
+    path = Path(args.state_dir) / "events.db"
+    if not path.exists():
+        raise UsageError(f"no audit store at {path} (is --state-dir right?)")
+    return path
+
+
 def _store(args: argparse.Namespace) -> Any:
     from otel.events import PostgresEventStore, SqliteEventStore
 
     if args.events == "postgres":
         return PostgresEventStore(args.database_url)
-    path = Path(args.state_dir) / "events.db"
-    if not path.exists():
-        raise UsageError(f"no audit store at {path} (is --state-dir right?)")
-    return SqliteEventStore(path)
+    return SqliteEventStore(_sqlite_path(args))
 
 
 async def replay_store(store: Any, replayer: Any, since: datetime, until: datetime, batch: int) -> None:
@@ -81,25 +92,15 @@ async def replay_store(store: Any, replayer: Any, since: datetime, until: dateti
         await loop.run_in_executor(None, replayer.feed, rows)
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    import msgspec
+def _replay_span(job: tuple[argparse.Namespace, str | None, datetime, datetime]) -> Any:
+    """One span of the window, replayed in this process (a worker's, or the command's own)."""
+    from engine import Engine, load_bundle
+    from engine.impact import Replayer
 
-    from engine import BundleError, Engine, load_bundle, utcnow
-    from engine.impact import Replayer, replay_markdown, replay_text
-
-    now = utcnow()
-    since, until = when(args.since, now), when(args.until, now) if args.until else now
-    if not Path(args.bundle).is_dir():
-        raise UsageError(f"{args.bundle}: no such bundle directory")
-    exceptions = args.exceptions if Path(args.exceptions).is_dir() else None
-    try:
-        # No `now`: every approved exception is compiled in with its own expiry guard, so it applies
-        # to exactly the recorded decisions made before it expired.
-        bundle = load_bundle(args.bundle, exceptions=exceptions)
-    except BundleError as e:
-        raise refusal(args.bundle, Path(args.bundle), e) from None
-    replayer = Replayer(Engine(bundle), examples=args.examples)
-    started = time.perf_counter()
+    args, exceptions, since, until = job
+    # No `now`: every approved exception is compiled in with its own expiry guard, so it applies
+    # to exactly the recorded decisions made before it expired.
+    replayer = Replayer(Engine(load_bundle(args.bundle, exceptions=exceptions)), examples=args.examples)
 
     async def run() -> None:
         store = _store(args)
@@ -108,13 +109,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
+    asyncio.run(run())
+    return replayer.report()
+
+
+def _spans(since: datetime, until: datetime, n: int) -> list[tuple[datetime, datetime]]:
+    cuts = [since + (until - since) * i / n for i in range(n)] + [until]
+    return list(itertools.pairwise(cuts))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from engine import BundleError, Engine, load_bundle, utcnow
+    from engine.impact import Replayer, replay_markdown, replay_text
     from otel.events import EventStoreError
 
+    now = utcnow()
+    since, until = when(args.since, now), when(args.until, now) if args.until else now
+    if not Path(args.bundle).is_dir():
+        raise UsageError(f"{args.bundle}: no such bundle directory")
+    if not 1 <= args.workers <= 64:
+        raise UsageError("--workers must be between 1 and 64")
+    exceptions = args.exceptions if Path(args.exceptions).is_dir() else None
+    try:  # refused here, with every issue, before any worker starts
+        bundle = load_bundle(args.bundle, exceptions=exceptions)
+    except BundleError as e:
+        raise refusal(args.bundle, Path(args.bundle), e) from None
+    if args.events == "sqlite":
+        _sqlite_path(args)  # a missing store is a usage error here, not in a worker
+    started = time.perf_counter()
+    jobs = [(args, exceptions, a, b) for a, b in _spans(since, until, args.workers)]
     try:
-        asyncio.run(run())
+        if args.workers == 1:
+            reports = [_replay_span(jobs[0])]
+        else:
+            with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                reports = list(pool.map(_replay_span, jobs))
     except (ValueError, EventStoreError) as e:
         raise UsageError(str(e)) from None
-    report = msgspec.structs.replace(replayer.report(), since=since.isoformat(), until=until.isoformat(),
+    whole = Replayer(Engine(bundle), examples=args.examples)
+    for part in reports:  # in time order: the earliest examples first
+        whole.absorb(part)
+    report = msgspec.structs.replace(whole.report(), since=since.isoformat(), until=until.isoformat(),
                                      seconds=round(time.perf_counter() - started, 3))
     if args.format == "json":
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(report).decode(), indent=2) + "\n")
