@@ -1,8 +1,8 @@
 """Replay's speed: recorded decisions replayed under a candidate bundle, against decide()'s own rate.
 
-    .venv/bin/python bench/replay.py [--rows 1000000] [--quick] [--json] [--store PATH]
+    .venv/bin/python bench/replay.py [--rows 1000000] [--quick] [--json] [--store DIR]
 
-1. Generate (once; `--store` keeps the file for the next run): N audit rows in a SQLite event store,
+1. Generate (once; `--store DIR` keeps DIR/events.db for the next run): N audit rows in a SQLite event store,
    shaped as the gateway writes them: 500 users (60% viewers, 30% operators, 10% admins) calling
    the canonical catalogue's tools with arguments valid for each tool's schema (unique messages,
    a few repositories, limits, flags), decided by the canonical bundle at instants spread over the
@@ -16,6 +16,8 @@
 4. decide() alone: the time spent inside the candidate engine's `decide()` during that replay,
    summed: decide()'s own rate on exactly the requests replayed, in the same cache state; what
    replay adds is reading, decoding and tallying.
+5. The command itself with `--workers 2` (`opsgate policy replay --since 8d --workers 2 --format json`,
+   wall clock): the window in two consecutive spans, one process each, tallies added up.
 
 Target (issue 16): 1,000,000 recorded decisions replayed in under a minute. The machine is shared
 (2 cores): read the ratio to decide() as well as the seconds.
@@ -188,6 +190,21 @@ async def replay(path: Path, engine: Engine, since: datetime) -> tuple[Any, floa
     return replayer.report(), time.perf_counter() - started
 
 
+def command(state: Path, candidate: Path, workers: int) -> tuple[dict[str, Any], float]:
+    import contextlib
+    import io
+
+    from gateway.cli import main as opsgate
+
+    out = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = opsgate(["policy", "replay", "--bundle", str(candidate), "--exceptions", str(state / "none"),
+                        "--since", "8d", "--state-dir", str(state), "--format", "json", "--workers", str(workers)])
+    assert code == 0, out.getvalue()
+    return json.loads(out.getvalue()), time.perf_counter() - started
+
+
 def render(r: dict[str, Any]) -> str:
     rate = r["decide"]["events_per_s"]
     lines = [f"replay of {r['rows']} recorded rows (SQLite, window of 8 days), candidate bundle "
@@ -195,9 +212,10 @@ def render(r: dict[str, Any]) -> str:
              + (" (reused)" if r["generate"].get("reused") else ""), "",
              f"{'phase':<40} {'events':>9} {'seconds':>8} {'events/s':>10} {'vs decide()':>11}",
              "-" * 82]
-    for label, key in (("read only (scan, nothing decided)", "read"), ("replay (scan + decode + decide + tally)",
-                                                                     "replay"), ("decide() alone, the same calls",
-                                                                                 "decide")):
+    for label, key in (("read only (scan, nothing decided)", "read"),
+                       ("replay (scan + decode + decide + tally)", "replay"),
+                       ("decide() alone, the same calls", "decide"),
+                       ("opsgate policy replay --workers 2", "workers2")):
         p = r[key]
         lines.append(f"{label:<40} {p['events']:>9} {p['seconds']:>8} {p['events_per_s']:>10} "
                      f"{round(p['events_per_s'] / rate, 2):>10}x")
@@ -221,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = 50_000 if args.quick else args.rows
     with tempfile.TemporaryDirectory(prefix="opsgate-bench-replay-") as tmp:
         work = Path(tmp)
-        path = Path(args.store) if args.store else work / "events.db"
+        state = Path(args.store) if args.store else work
+        state.mkdir(parents=True, exist_ok=True)
+        path = state / "events.db"
         have = 0
         if path.exists():
             with sqlite3.connect(path) as conn:
@@ -232,21 +252,28 @@ def main(argv: list[str] | None = None) -> int:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             gen = generate(path, rows, args.seed)
         since = datetime.now(UTC) - timedelta(days=8)
-        candidate = TimedEngine(load_bundle(candidate_bundle(work)))
+        candidate_dir = candidate_bundle(work)
+        candidate = TimedEngine(load_bundle(candidate_dir))
         n, read_s = asyncio.run(read_only(path, since))
         report, replay_s = asyncio.run(replay(path, candidate, since))
         decided, decide_s = candidate.calls, candidate.ns / 1e9
+        two, two_s = command(state, candidate_dir, 2)
+        assert two["replayed"] == report.replayed and two["deny_to_allow"] == report.deny_to_allow, two
     result: dict[str, Any] = {
         "rows": rows, "generate": gen,
         "read": {"events": n, "seconds": round(read_s, 2), "events_per_s": round(n / read_s)},
         "replay": {"events": report.rows, "seconds": round(replay_s, 2), "events_per_s": round(report.rows / replay_s)},
         "decide": {"events": decided, "seconds": round(decide_s, 2), "events_per_s": round(decided / decide_s)},
+        "workers2": {"events": two["rows"], "seconds": round(two_s, 2), "events_per_s": round(two["rows"] / two_s)},
         "report": {k: v for k, v in json.loads(json.dumps(
             __import__("msgspec").to_builtins(report))).items() if k not in ("flips", "unreplayable")},
     }
-    scaled = 1_000_000 / result["replay"]["events_per_s"]
-    result["targets"] = [{"target": "1,000,000 recorded decisions replayed in < 60 s", "pass": scaled < 60,
-                          "value": f"{scaled:.1f} s at {result['replay']['events_per_s']} events/s"}]
+    result["targets"] = []
+    for key, how in (("replay", "one process"), ("workers2", "--workers 2")):
+        scaled = 1_000_000 / result[key]["events_per_s"]
+        result["targets"].append({"target": f"1,000,000 recorded decisions replayed in < 60 s ({how})",
+                                  "pass": scaled < 60,
+                                  "value": f"{scaled:.1f} s at {result[key]['events_per_s']} events/s"})
     print(json.dumps(result) if args.json else render(result))
     return 0
 
