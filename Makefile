@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python -m bench.events
+	$(BIN)/python bench/replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""`opsgate policy ...`: check, test, fmt and eval for the people who write the policies.
+"""`opsgate policy ...`: check, test, fmt, eval and diff for the people who write the policies.
 
 Exit codes everywhere: 0 fine; 1 the policies or tests are wrong (refused bundle, failing
 test, coverage below threshold, a file fmt would change with --fail); 2 the command itself
@@ -12,6 +12,7 @@ import difflib
 import json
 import re
 import sys
+import tempfile
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import cedarpy
 import msgspec
 
-from engine import policytest
+from engine import impact, policytest
 from engine.bundle import Bundle, load_bundle
 from engine.engine import Engine, utcnow
 from engine.model import BundleError, Decision
@@ -46,13 +47,18 @@ def _bundle(root: str) -> Bundle:
     try:
         return load_bundle(path)
     except BundleError as e:
-        print(f"{root}: policy bundle refused, {len(e.issues)} issue(s):", file=sys.stderr)
-        # Sorted: Cedar reports validation errors in no stable order, and CI logs should diff cleanly.
-        for issue in sorted(e.issues, key=lambda i: (i.file, i.policy_id or "", i.message)):
-            where = f"{path / issue.file}" + (f" [{issue.policy_id}]" if issue.policy_id else "")
-            # Cedar's messages can span lines; one issue per line keeps the output greppable.
-            print(f"{where}: {' '.join(issue.message.split())}", file=sys.stderr)
-        raise Refused from None
+        raise refusal(root, path, e) from None
+
+
+def refusal(label: str, path: Path, e: BundleError) -> Refused:
+    """Print every issue of a refused bundle (file [policy id]: message); the Refused to raise."""
+    print(f"{label}: policy bundle refused, {len(e.issues)} issue(s):", file=sys.stderr)
+    # Sorted: Cedar reports validation errors in no stable order, and CI logs should diff cleanly.
+    for issue in sorted(e.issues, key=lambda i: (i.file, i.policy_id or "", i.message)):
+        where = f"{path / issue.file}" + (f" [{issue.policy_id}]" if issue.policy_id else "")
+        # Cedar's messages can span lines; one issue per line keeps the output greppable.
+        print(f"{where}: {' '.join(issue.message.split())}", file=sys.stderr)
+    return Refused()
 
 
 def _now(text: str | None) -> datetime | None:
@@ -304,6 +310,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- diff --------------------------------------------------------------------------------------
+
+def _load_side(source: impact.Source, at: datetime) -> impact.Loaded:
+    try:
+        return impact.load(source, at)
+    except BundleError as e:
+        raise refusal(source.label, source.policies, e) from None
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    at = _now(args.at) or utcnow()
+    with tempfile.TemporaryDirectory(prefix="opsgate-diff-") as tmp:
+        try:
+            sources = [impact.resolve(spec, policies=args.policies, exceptions=args.exceptions, into=Path(tmp))
+                       for spec in (args.base, *([args.head] if args.head else []))]
+        except impact.SourceError as e:
+            raise UsageError(str(e)) from None
+        if not args.head:
+            if not Path(args.policies).is_dir():
+                raise UsageError(f"{args.policies}: no such bundle directory (HEAD defaults to the working tree)")
+            sources.append(impact.working_tree(args.policies, args.exceptions))
+        base, head = (_load_side(s, at) for s in sources)
+    diff = impact.permission_diff(base, head, at)
+    if args.format == "json":
+        print(json.dumps(msgspec.to_builtins(diff), indent=2))
+    else:
+        sys.stdout.write(impact.diff_markdown(diff) if args.format == "markdown" else impact.diff_text(diff))
+    return 1 if args.fail_on == "widen" and diff.widens else 0
+
+
 # -- wiring ------------------------------------------------------------------------------------
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -343,6 +379,26 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--now", metavar="ISO8601", help="default: the current time")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("diff", help="what a policy change does: who gains or loses which tool, limit, host, secret")
+    p.add_argument("base", metavar="BASE", help="a git revision (e.g. main) or a bundle folder")
+    p.add_argument("head", metavar="HEAD", nargs="?", help="a git revision or a bundle folder (default: the "
+                   "working tree's --policies and --exceptions)")
+    p.add_argument("--policies", default="policies", metavar="DIR",
+                   help="the bundle in the working tree, and its path in the repository (default: policies)")
+    p.add_argument("--exceptions", default="exceptions", metavar="DIR",
+                   help="deviation exceptions, likewise (default: exceptions)")
+    p.add_argument("--at", metavar="ISO8601", help="decide at this instant (exceptions in force then); default now")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--fail-on", choices=("widen",), help="exit 1 when any principal gains anything")
+    p.set_defaults(func=cmd_diff)
+
+
+def subcommands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """The `policy` group's subcommands, for commands that live outside the engine because they need
+    more than a bundle (`policy replay` reads the audit trail: gateway/cli/replay.py)."""
+    policy = commands.choices["policy"]
+    return next(a for a in policy._actions if isinstance(a, argparse._SubParsersAction))
+
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed `policy` command; user mistakes become one stderr line and exit 2."""
@@ -355,5 +411,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-__all__ = ["Refused", "UsageError", "cmd_check", "cmd_eval", "cmd_fmt", "cmd_test", "decision_json",
-           "format_cedar", "register", "run"]
+__all__ = ["Refused", "UsageError", "cmd_check", "cmd_diff", "cmd_eval", "cmd_fmt", "cmd_test", "decision_json",
+           "format_cedar", "refusal", "register", "run", "subcommands"]

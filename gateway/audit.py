@@ -8,6 +8,10 @@ EVENT_STORE_UNAVAILABLE (a tool that could not begin does not run; an answer tha
 recorded is withheld), and while the store has failed recently no tool runs at all: an
 operation nobody can audit is an operation nobody may perform. With Postgres the store is a
 local outbox, so "committed" means journaled locally; a database outage is not a failure here.
+
+A row that records a decision also keeps the request as decided (`asked`: principal, role, action,
+resource, context, `now`), redacted like the payload, under the payload's reserved key `_request`:
+what `opsgate policy replay` decides again (engine/impact/recorded.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from engine.impact import REQUEST_KEY, Asked, keep
 from gateway.errors import Code, GatewayError
 from otel.events import EventRejected, EventStore, EventStoreError, RunEvent, new_event_id, utc_timestamp
 
@@ -67,7 +72,8 @@ class Audit:
             raise GatewayError(Code.EVENT_STORE_UNAVAILABLE,
                                "the audit store is unavailable; no tool runs until it is back")
 
-    async def begin(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any) -> RunEvent:
+    async def begin(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
+                    asked: Asked | None = None) -> RunEvent:
         """Journal that a call's tool is about to run, and wait until that is durable; returns the
         intent, which its outcome must be recorded from (`record(started=...)`: same id, same
         payload, same created_at). If the gateway dies before the outcome is recorded, this intent
@@ -75,7 +81,7 @@ class Audit:
         must not run) when it cannot be journaled."""
         self.ensure_available()
         event = self._event(new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments, decision=decision,
-                            result=None, duration_ms=0)
+                            result=None, duration_ms=0, asked=asked)
         try:
             await self.store.begin(event)
         except (EventStoreError, ValueError) as e:
@@ -87,17 +93,20 @@ class Audit:
 
     async def record(self, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
                      result: dict[str, Any], duration_ms: int, event_id: str | None = None,
-                     started: RunEvent | None = None, client_addr: str | None = None) -> str:
+                     started: RunEvent | None = None, client_addr: str | None = None,
+                     asked: Asked | None = None) -> str:
         """Append one event and wait for its commit; returns its id. Raises EVENT_STORE_UNAVAILABLE.
         `started` is what `begin` returned, if the call began (its arguments are already redacted
         there); else `event_id`, if the caller fixes the id (idempotent lifecycle rows).
-        `client_addr` names the client when the row is not written for the current request."""
+        `client_addr` names the client when the row is not written for the current request. `asked`
+        is the request the decision answered, kept for replay."""
         if started is not None:
             event = msgspec.structs.replace(started, result=self._redact(_with_dryrun(result, decision)),
                                             duration_ms=duration_ms)
         else:
             event = self._event(event_id or new_event_id(), caller_id=caller_id, tool=tool, arguments=arguments,
-                                decision=decision, result=result, duration_ms=duration_ms, client_addr=client_addr)
+                                decision=decision, result=result, duration_ms=duration_ms, client_addr=client_addr,
+                                asked=asked)
         try:
             await self.store.append(event)
         except (EventStoreError, ValueError) as e:
@@ -110,15 +119,20 @@ class Audit:
         return event.id
 
     def _event(self, event_id: str, *, caller_id: str | None, tool: str, arguments: Any, decision: Any,
-               result: dict[str, Any] | None, duration_ms: int, client_addr: str | None = None) -> RunEvent:
+               result: dict[str, Any] | None, duration_ms: int, client_addr: str | None = None,
+               asked: Asked | None = None) -> RunEvent:
         """`result=None`: the intent's (`interrupted`)."""
         provider, _, local = tool.partition(".")
         trace_id, span_id = self._span_ids()
         redacted = (self._redact(_with_dryrun(result, decision)) if result is not None
                     else _with_dryrun(self._interrupted, decision))
+        payload = self._redact({"args": arguments})
+        kept = keep(asked, self._redact) if asked is not None and decision is not None else None
+        if kept is not None:
+            payload = {**payload, REQUEST_KEY: kept}
         return RunEvent(
             id=event_id, provider=provider or "unknown", tool=local or tool, caller_id=caller_id,
-            payload=self._redact({"args": arguments}), result=redacted, duration_ms=duration_ms,
+            payload=payload, result=redacted, duration_ms=duration_ms,
             created_at=utc_timestamp(),
             decision="none" if decision is None else ("allow" if decision.allowed else "deny"),
             policy_ids=list(decision.reasons) if decision is not None else [],

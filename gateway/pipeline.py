@@ -19,6 +19,7 @@ import msgspec
 from mcp import types
 
 from engine import Decision, Engine, Entity, Request, Uid, utcnow
+from engine.impact import Asked
 from gateway.audit import Audit
 from gateway.errors import Code, GatewayError
 from gateway.registry import Registered, Registry
@@ -50,6 +51,7 @@ class CallResult(msgspec.Struct):
     decision: Decision | None = None
     limits: list[Any] = []
     started: RunEvent | None = None  # the call's intent, once the audit trail has journaled it
+    asked: Asked | None = None  # the request as decided, kept in the audit row for `opsgate policy replay`
 
 
 def principal(user_id: str, role: str | None) -> tuple[Uid, tuple[Entity, ...]]:
@@ -154,7 +156,7 @@ class Pipeline:
         if self.audit is not None:
             await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
                                     result=result, duration_ms=int((time.perf_counter() - start) * 1000),
-                                    started=out.started)
+                                    started=out.started, asked=out.asked)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -240,12 +242,11 @@ class Pipeline:
         """Decide `name` for the caller, apply its rate tiers, check the audit store; raise
         GatewayError on any refusal. Tools and resources alike."""
         uid, entities = principal_of(caller)
+        query, now = Request(uid, name, Uid.of("Provider", provider), context, entities), self.clock()
         with decision_span(tool=name) as span:
-            decision = self.engine.decide(
-                Request(uid, name, Uid.of("Provider", provider), context, entities),
-                now=self.clock())
+            decision = self.engine.decide(query, now=now)
             span.record(decision)
-        out.decision = decision
+        out.decision, out.asked = decision, Asked(query, now, caller.role)
         if not decision.allowed:
             why = ", ".join(decision.reasons) if decision.reasons else "no policy permits it"
             raise GatewayError(Code.FORBIDDEN, f"{name} denied for role {caller.role or 'none'} ({why})",
@@ -267,7 +268,7 @@ class Pipeline:
 
         if self.audit is not None:  # no unauditable operations: a crash from here on leaves an `interrupted` row
             out.started = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
-                                                  decision=decision)
+                                                  decision=decision, asked=out.asked)
         return decision
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry import trace
 
 from engine import Decision, Engine, Entity, Request, Uid, utcnow
+from engine.impact import Asked
 from gateway.audit import Audit
 from gateway.errors import GatewayError
 from gateway.pipeline import principal
@@ -89,8 +90,9 @@ class GatewayRuntime:
         request = Request(Uid.of("Provider", provider), "read_secret", secret, {},
                           (Entity(secret, (Uid.of("Provider", secret_owner(key)),)),))
         decision: Decision | None
+        asked = Asked(request, self.clock())  # kept in a refusal's row, for `opsgate policy replay`
         try:
-            decision = self.engine.decide(request, now=self.clock())
+            decision = self.engine.decide(request, now=asked.now)
         except Exception as e:  # an engine failure is a denial, never a pass
             log.error("engine failed deciding read_secret %s for %s: %s", key, provider, type(e).__name__)
             decision = None
@@ -100,35 +102,35 @@ class GatewayRuntime:
             why = "policy engine error" if decision is None else (
                 ", ".join(decision.reasons) if decision.reasons else "no policy permits it")
             message = f"{provider} may not read secret {key!r} ({why})"
-            await self._record_secret_refusal(provider, key, call, decision, "denied", message)
+            await self._record_secret_refusal(provider, key, call, decision, "denied", message, asked)
             raise PermissionError(message)
         if self.vault is None:
             message = f"no vault is configured; secret {key!r} is unavailable"
-            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message)
+            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message, asked)
             raise LookupError(message)
         try:
             value = await self.vault.get(key)
         except SecretNotFound:
             message = f"secret {key!r} is not in the vault; an operator must set it with `opsgate vault set {key}`"
-            await self._record_secret_refusal(provider, key, call, decision, "not_found", message)
+            await self._record_secret_refusal(provider, key, call, decision, "not_found", message, asked)
             raise LookupError(message) from None
         except VaultError as e:  # its message names the secret, never a value
             message = f"secret {key!r} is unavailable: {e}"
-            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message)
+            await self._record_secret_refusal(provider, key, call, decision, "unavailable", message, asked)
             raise LookupError(message) from None
         if value not in self.revealed:
             self.revealed = self.revealed | {value}
         return value
 
     async def _record_secret_refusal(self, provider: str, key: str, call: CallContext | None,
-                                     decision: Decision | None, status: str, message: str) -> None:
+                                     decision: Decision | None, status: str, message: str, asked: Asked) -> None:
         if self.audit is None:
             return
         try:
             await self.audit.record(caller_id=call.caller_id if call else None, tool=f"{provider}.read_secret",
                                     arguments={"name": key, "during": call.tool if call else None},
                                     decision=decision, result={"status": status, "message": message},
-                                    duration_ms=0)
+                                    duration_ms=0, asked=asked)
         except GatewayError:  # the store is down: the refusal stands, and the call's own row will fail too
             log.error("could not record the refused read of secret %s by %s", key, provider)
 

@@ -164,7 +164,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
-                    exception_trust=trust, refusals=refusals), secret
+                    exception_trust=trust, refusals=refusals,
+                    policy_candidates=config.policy_candidates), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

@@ -37,6 +37,7 @@ class Services:
     # gateway.exception_trust.TrustSource: revocations and the pinned approvers' root, for the engine
     exception_trust: Any = None
     refusals: Refusals | None = None  # requests refused at the edge, counted into audit rows
+    policy_candidates: str | None = None  # GatewayConfig.policy_candidates (POST /v1/policy/diff)
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:

@@ -76,7 +76,9 @@ async def test_every_call_shape_leaves_exactly_one_row(gw: RunningGateway, role:
     assert (row.provider, row.tool, row.caller_id) == (provider, local, user)
     assert row.decision == decision and sorted(row.policy_ids) == sorted(policy_ids)
     assert row.result["status"] == status
-    assert row.payload == {"args": args}
+    assert {k: v for k, v in row.payload.items() if k != "_request"} == {"args": args}
+    # A decided call keeps the request as decided, for `opsgate policy replay` (tests/test_impact_replay.py).
+    assert ("_request" in row.payload) == (decision != "none")
     if decision != "none":
         assert row.bundle_revision == gw.services.engine.bundle.revision
     assert row.duration_ms >= 0 and row.created_at.endswith("+00:00")

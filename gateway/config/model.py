@@ -61,6 +61,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sensitive_paths: tuple[str, ...] = ()
     # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
     omega: OmegaConfig = OmegaConfig()
+    # -- impact analysis --
+    # The folder of candidate bundles `POST /v1/policy/diff` may compare with the active one: each
+    # candidate is a direct child, named in the request, with nothing in it resolving outside this
+    # folder. None: the route answers 404.
+    policy_candidates: PathSetting | None = None
 
     # -- the HTTP edge: public URL, trusted proxies, OAuth discovery (README "Serving behind a proxy") --
     # The gateway's public base URL, e.g. "https://mcp.insightpulseai.com" (no path): the MCP resource

@@ -6,7 +6,8 @@ from gateway.routes.decision import ROUTES as DECISION_ROUTES
 from gateway.routes.exceptions import ROUTES as EXCEPTION_ROUTES
 from gateway.routes.health import ROUTES as HEALTH_ROUTES
 from gateway.routes.oauth import ROUTES as OAUTH_ROUTES
+from gateway.routes.policy import ROUTES as POLICY_ROUTES
 
-ROUTES = [*DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES, *OAUTH_ROUTES]
+ROUTES = [*DECISION_ROUTES, *EXCEPTION_ROUTES, *HEALTH_ROUTES, *OAUTH_ROUTES, *POLICY_ROUTES]
 
 __all__ = ["ROUTES"]

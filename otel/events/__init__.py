@@ -22,7 +22,7 @@ from otel.events.base import (
     StoreStats,
 )
 from otel.events.journal import Durability
-from otel.events.model import RunEvent, new_event_id, parse_timestamp, utc_timestamp
+from otel.events.model import RawEvent, RunEvent, new_event_id, parse_timestamp, utc_timestamp
 from otel.events.outbox import OutboxEventStore
 from otel.events.postgres import PostgresEventStore, apply_migrations
 from otel.events.sqlite import SqliteEventStore
@@ -35,6 +35,7 @@ __all__ = [
     "EventStoreUnavailable",
     "OutboxEventStore",
     "PostgresEventStore",
+    "RawEvent",
     "RunEvent",
     "SqliteEventStore",
     "StoreStats",

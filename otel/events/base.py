@@ -29,12 +29,13 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from otel.events.model import UUID_TEXT, RunEvent, utc_timestamp
+from otel.events.model import UUID_TEXT, RawEvent, RunEvent, utc_timestamp
 
 
 class EventStoreError(Exception):
@@ -172,6 +173,23 @@ class EventStore(ABC):
             newest_first=bool(newest_first),
         )
         return await self._query(q)
+
+    async def scan(self, *, since: str | datetime | None = None, until: str | datetime | None = None,
+                   batch: int = 5000) -> AsyncIterator[list[RawEvent]]:
+        """Every event with `since <= created_at < until`, oldest first, `batch` at a time, for readers
+        of many events (`opsgate policy replay`). Pages by (created_at, id), so a long read holds no
+        transaction open. Backends read rows straight into RawEvent; this default pages `query`."""
+        limit = min(batch, MAX_QUERY_LIMIT)
+        cursor: str | None = None
+        while True:
+            page = await self.query(since=since, until=until, limit=limit, after_id=cursor)
+            if not page:
+                return
+            yield [RawEvent(e.id, e.provider, e.tool, e.created_at, e.decision, e.policy_ids, e.bundle_revision,
+                            None if e.payload is None else msgspec.json.encode(e.payload)) for e in page]
+            if len(page) < limit:
+                return
+            cursor = page[-1].id
 
     async def health(self) -> dict[str, Any]:
         """Constitution rule 6 shape: status ok|down, latency_ms, last_check, error; plus counters."""

@@ -85,6 +85,20 @@ def _canonical_ip(text: Any) -> bool:
         return False
 
 
+class RawEvent(msgspec.Struct, frozen=True):
+    """An event as stored, for readers that stream many of them (`EventStore.scan`): no validation on
+    the way out, and the payload left as its JSON text for the reader to decode into its own type."""
+
+    id: str
+    provider: str
+    tool: str
+    created_at: str
+    decision: str
+    policy_ids: list[str]
+    bundle_revision: str | None
+    payload: str | bytes | None
+
+
 def new_event_id(now_ms: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so primary-key inserts append to the index's right edge."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -164,4 +178,5 @@ def from_row(r: Any, *, ids: Callable[[Any], list[str]], stamp: Callable[[Any], 
     )
 
 
-__all__ = ["UUID_TEXT", "RunEvent", "from_row", "new_event_id", "parse_timestamp", "to_row", "utc_timestamp"]
+__all__ = ["UUID_TEXT", "RawEvent", "RunEvent", "from_row", "new_event_id", "parse_timestamp", "to_row",
+           "utc_timestamp"]

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import asyncpg
 import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
-from otel.events.model import RunEvent, from_row, to_row, utc_timestamp
+from otel.events.model import RawEvent, RunEvent, from_row, to_row, utc_timestamp
 
 _PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 8  # the order of _COLUMNS
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
@@ -181,6 +181,27 @@ class PostgresEventStore(EventStore):
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
         return [_event(r) for r in rows]
+
+    async def scan(self, *, since: str | datetime | None = None, until: str | datetime | None = None,
+                   batch: int = 5000) -> AsyncIterator[list[RawEvent]]:
+        sql = (f"select id::text, provider, tool, created_at, decision, policy_ids, bundle_revision, payload::text"
+               f" from {self.table} where (created_at, id) > ($1, $2::uuid) and created_at < $3"
+               f" order by created_at, id limit $4")
+        start = datetime.fromisoformat(utc_timestamp(since)) if since is not None else datetime.min.replace(tzinfo=UTC)
+        end = datetime.fromisoformat(utc_timestamp(until)) if until is not None else datetime.max.replace(tzinfo=UTC)
+        cursor: tuple[datetime, str] = (start, "00000000-0000-0000-0000-000000000000")
+        while True:
+            try:
+                async with self._connection() as conn:
+                    rows = await conn.fetch(sql, *cursor, end, batch)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
+            if not rows:
+                return
+            yield [RawEvent(r[0], r[1], r[2], utc_timestamp(r[3]), r[4], list(r[5]), r[6], r[7]) for r in rows]
+            if len(rows) < batch:
+                return
+            cursor = (rows[-1][3], rows[-1][0])
 
     async def _probe(self) -> None:
         try:

@@ -29,7 +29,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
 from otel.events.journal import Durability, IntentLog, Journaled, connect, transact
-from otel.events.model import RunEvent, from_row, to_row
+from otel.events.model import RawEvent, RunEvent, from_row, to_row, utc_timestamp
 from otel.events.space import explain
 
 log = logging.getLogger("opsgate.events")
@@ -294,6 +296,32 @@ class SqliteEventStore(Journaled, EventStore):
         except sqlite3.Error as exc:
             raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
         return [_event(r) for r in rows]
+
+    async def scan(self, *, since: str | datetime | None = None, until: str | datetime | None = None,
+                   batch: int = 5000) -> AsyncIterator[list[RawEvent]]:
+        await self.flush()  # read your own writes
+        bounds = (utc_timestamp(since) if since is not None else "", utc_timestamp(until) if until is not None else "~")
+        cursor = (bounds[0], "")
+        loop = asyncio.get_running_loop()
+        while True:
+            rows = await loop.run_in_executor(self._rpool, self._scan_sync, bounds[1], cursor, batch)
+            if not rows:
+                return
+            yield [RawEvent(r[0], r[1], r[2], r[3], r[4], _decode_ids(r[5]), r[6], r[7]) for r in rows]
+            if len(rows) < batch:
+                return
+            cursor = (rows[-1][3], rows[-1][0])
+
+    def _scan_sync(self, until: str, cursor: tuple[str, str], batch: int) -> list[Any]:
+        # Canonical UTC text sorts as time; "~" sorts after any timestamp. The cursor starts at
+        # (since, ""), below every id at that instant, so `since` is inclusive.
+        try:
+            return self._rconn.execute(
+                "select id, provider, tool, created_at, decision, policy_ids, bundle_revision, payload"
+                " from run_events where (created_at, id) > (?, ?) and created_at < ?"
+                " order by created_at, id limit ?", (*cursor, until, batch)).fetchall()
+        except sqlite3.Error as exc:
+            raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
 
     async def _probe(self) -> None:
         self._ensure_open()
