@@ -28,7 +28,10 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
                               max_body_bytes=max_body_bytes)
-    endpoint = McpEndpoint(manager, services.authenticate)
+    # 2026-07-28 requests that ask for log messages: answered JSON too, unless a notice is sent.
+    streaming = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
+                                max_body_bytes=max_body_bytes, json_response=False)
+    endpoint = McpEndpoint(manager, services.authenticate, streaming, max_body_bytes)
 
     @asgi("/mcp", is_mount=True, copy_scope=True)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,7 +51,7 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
         watcher = asyncio.create_task(watch_exceptions(services))
         try:
-            async with manager.run():
+            async with manager.run(), streaming.run():
                 yield
         finally:
             watcher.cancel()

@@ -52,6 +52,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sensitive_paths: tuple[str, ...] = ()
     # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
     omega: OmegaConfig = OmegaConfig()
+    # -- what an MCP client sees (issue 14) --
+    # Tools per tools/list page; a longer listing continues by an opaque nextCursor (gateway/paging.py).
+    tools_page_size: int = 100
 
 
 __all__ = ["GatewayConfig"]

@@ -140,7 +140,7 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
-                    exception_trust=trust), secret
+                    exception_trust=trust, tools_page_size=config.tools_page_size), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

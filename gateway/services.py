@@ -36,11 +36,12 @@ class Services:
     vault: Any = None  # providers.sdk.vault Vault: holds the exception approvers' signing key
     # gateway.exception_trust.TrustSource: revocations and the pinned approvers' root, for the engine
     exception_trust: Any = None
+    tools_page_size: int = 100  # tools per tools/list page (GatewayConfig.tools_page_size)
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit,
-                                 scrub=self.redactor.redact_text)
+                                 scrub=self.redactor.redact_text, page_size=self.tools_page_size)
 
     async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
         """Authenticate an HTTP API request and decide the gateway action it performs."""
