@@ -271,3 +271,58 @@ async def test_every_argument_of_every_served_tool_is_described(gw: RunningGatew
                    if not prop.get("description", "").strip()]
     assert undescribed == []
     assert all(t.description for t in tools)
+
+
+# -- the demo says who is who ----------------------------------------------------------------------
+
+
+def test_serve_prints_each_demo_users_id_and_ready_once_it_accepts_connections(tmp_path: Path) -> None:
+    """`make run` (`opsgate serve --demo-tokens`): each token with the user id it carries (what Omega's
+    userId wants), then `ready <url>`, printed only once the server takes connections: the first request
+    right after it is answered, with no retry."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+    import jwt
+
+    from tests.conftest import ROOT
+
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--demo-tokens", "--port", "0", "--policies", str(POLICIES),
+            "--exceptions", str(ROOT / "exceptions"), "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    guard = threading.Timer(60, proc.kill)  # only against a hang: the loop below ends on `ready`
+    guard.start()
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("ready ")):
+            line = proc.stdout.readline()
+            assert line, f"serve exited before `ready`:\n{''.join(lines)}"
+            lines.append(line.rstrip("\n"))
+        url = lines[-1].split()[1]
+        assert httpx.get(url.removesuffix("/mcp") + "/health/live", timeout=10).status_code == 200
+        users = {}
+        for line in lines:
+            fields = line.split()
+            if len(fields) == 4 and fields[1] == "user":
+                role, _, user_id, token = fields
+                assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+                users[role] = (user_id, token)
+        assert set(users) == {"ops_viewer", "ops_operator", "ops_admin"}
+        user_id, token = users["ops_viewer"]
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "omega.get_state", "arguments": {"userId": user_id},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}}}}
+        answer = httpx.post(url, json=body, timeout=30, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "omega.get_state"}).json()
+        assert answer["result"]["structuredContent"]["result"]["user_id"] == user_id, answer
+    finally:
+        guard.cancel()
+        proc.terminate()
+        proc.wait(15)
