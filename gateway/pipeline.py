@@ -11,12 +11,15 @@ answered as the tool's result with `isError: true` instead, after the same audit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Protocol, get_args, get_origin
 
+import anyio
 import msgspec
 from mcp import types
 
@@ -87,6 +90,10 @@ def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.Ca
 # itself reuses one (Pipeline.LIST_TTL_S). Listings differ per caller, so they are always `private`.
 LIST_CACHE_TTL_MS = 1000
 
+# A call cancelled before it ended (the client sent notifications/cancelled, or left the SSE stream
+# its answer was to come on): still exactly one row, saying so.
+CANCELLED = {"status": "cancelled", "message": "the caller cancelled the call before it ended"}
+
 STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code.TABLE_NOT_ALLOWED: "denied",
           Code.COLUMN_NOT_ALLOWED: "denied", Code.RATE_LIMIT: "rate_limited", Code.INVALID_INPUT: "invalid_input",
           Code.EVENT_STORE_UNAVAILABLE: "unrecorded"}
@@ -155,6 +162,12 @@ class Pipeline:
         start = time.perf_counter()
         try:
             result = await self._call(caller, name, arguments, out)
+        except asyncio.CancelledError:
+            # The row is written even as the call is torn down; a store that cannot take it has logged
+            # that, and the call is over either way.
+            with anyio.CancelScope(shield=True), contextlib.suppress(GatewayError):
+                await self._record(caller, name, arguments, out, start, CANCELLED)
+            raise
         except GatewayError as e:
             registered = self.registry.get(name)
             extra = _provider_data(e, registered.provider) if registered is not None else {}

@@ -326,3 +326,51 @@ def test_serve_prints_each_demo_users_id_and_ready_once_it_accepts_connections(t
         guard.cancel()
         proc.terminate()
         proc.wait(15)
+
+
+# -- a call its client gives up on ------------------------------------------------------------------
+
+
+class Stuck(EchoProvider):
+    """Echo whose `scan` starts and then waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.started, self.release = threading.Event(), threading.Event()
+
+    async def _echo(self, ctx: Any, args: Any) -> dict[str, str]:
+        if ctx.tool != "echo.scan":
+            return await super()._echo(ctx, args)
+        self.started.set()
+        await anyio.to_thread.run_sync(self.release.wait, abandon_on_cancel=True)
+        return {"message": "released"}
+
+
+async def test_a_call_whose_client_leaves_its_stream_still_leaves_its_row(tmp_path: Path) -> None:
+    """A 2026-07-28 request that asks for log messages may be answered as a stream, and the SDK cancels
+    its handler when the client goes away: the call still leaves exactly one row, status cancelled."""
+    import httpx
+
+    stuck = Stuck()
+    user = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+    with running_gateway(GatewayConfig(policies=str(POLICIES), state_dir=str(tmp_path)), providers=[stuck]) as gw:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "echo.scan", "arguments": {"message": "x"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}, types.LOG_LEVEL_META_KEY: "info"}}}
+        headers = {"Authorization": f"Bearer {gw.token('ops_operator', user_id=user)}",
+                   "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": "tools/call", "Mcp-Name": "echo.scan"}
+        try:
+            async with httpx.AsyncClient(timeout=30) as http, anyio.create_task_group() as tg:
+                tg.start_soon(lambda: http.post(gw.url + "/mcp", json=body, headers=headers))
+                with anyio.fail_after(GUARD_S):
+                    await anyio.to_thread.run_sync(stuck.started.wait)
+                tg.cancel_scope.cancel()  # the client leaves: its connection closes mid-call
+            with anyio.fail_after(GUARD_S):
+                while not (rows := await gw.services.audit.store.query(caller_id=user, limit=10)):
+                    await anyio.sleep(0.05)
+        finally:
+            stuck.release.set()
+    assert [(r.tool, r.decision, r.result["status"]) for r in rows] == [("scan", "allow", "cancelled")]
