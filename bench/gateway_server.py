@@ -32,7 +32,7 @@ class BarePipeline:
     def __init__(self) -> None:
         self.registry = Registry([EchoProvider()])
 
-    def list_tools(self, caller: Any) -> types.ListToolsResult:
+    def list_tools(self, caller: Any, cursor: str | None = None) -> types.ListToolsResult:
         # The same list the governed server gives (unfiltered): the client looks tools up in it.
         return types.ListToolsResult(tools=[types.Tool(name=t.name, description=t.tool.description,
                                                        input_schema=t.input_schema) for t in self.registry.tools])

@@ -28,8 +28,11 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
                tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, max_body_bytes=max_body_bytes)
+    # 2026-07-28 requests that ask for log messages: answered JSON too, unless a notice is sent.
+    streaming = session_manager(server, max_body_bytes=max_body_bytes, json_response=False)
     endpoint = McpEndpoint(manager, services.authenticate,
-                           lambda scope, presented, why: edge.challenge(scope, presented=presented, description=why))
+                           lambda scope, presented, why: edge.challenge(scope, presented=presented, description=why),
+                           streaming, max_body_bytes)
 
     @asgi("/mcp", is_mount=True, copy_scope=True)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,7 +53,7 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
         watcher = asyncio.create_task(watch_exceptions(services))
         refusals = asyncio.create_task(services.refusals.run()) if services.refusals is not None else None
         try:
-            async with manager.run():
+            async with manager.run(), streaming.run():
                 yield
         finally:
             watcher.cancel()

@@ -4,6 +4,13 @@ The codes are the Pulse Omega spec's table plus the gateway's own. A client shou
 `error.data.code` (the string); the number only keeps JSON-RPC clients that look at numbers
 apart from each other. Messages never contain a token, a secret or a stack trace.
 
+Who an error is for decides how it travels. What the model behind a client can correct (its
+arguments, the table or columns it asked for, a query that failed) is answered by a tool call as
+a result with `isError: true` (MODEL_CODES; the 2025-11-25 spec's SEP-1303), because many
+clients raise JSON-RPC errors as exceptions the model never reads. What only the client can
+handle (authentication, an unknown tool, a denial, a rate limit, the audit store, a crash) stays
+a JSON-RPC error. Both carry the same stable code.
+
     GatewayError
       code: UNAUTHENTICATED | FORBIDDEN | RATE_LIMIT | INVALID_INPUT | INTERNAL_ERROR
           | EVENT_STORE_UNAVAILABLE | USER_ID_REQUIRED | TABLE_NOT_ALLOWED
@@ -44,6 +51,10 @@ JSONRPC_CODES: dict[Code, int] = {
     Code.INTERNAL_ERROR: -32603,  # JSON-RPC "Internal error"
 }
 
+# Answered as tool results with isError by tools/call (never for an unknown tool: no tool ran).
+MODEL_CODES: frozenset[Code] = frozenset({Code.INVALID_INPUT, Code.USER_ID_REQUIRED, Code.TABLE_NOT_ALLOWED,
+                                          Code.COLUMN_NOT_ALLOWED, Code.QUERY_FAILED})
+
 HTTP_STATUS: dict[Code, int] = {
     Code.UNAUTHENTICATED: 401, Code.FORBIDDEN: 403, Code.RATE_LIMIT: 429, Code.INVALID_INPUT: 400,
     Code.USER_ID_REQUIRED: 400, Code.TABLE_NOT_ALLOWED: 403, Code.COLUMN_NOT_ALLOWED: 403,
@@ -73,4 +84,4 @@ class GatewayError(Exception):
                           "data": self.payload}}
 
 
-__all__ = ["HTTP_STATUS", "JSONRPC_CODES", "Code", "GatewayError"]
+__all__ = ["HTTP_STATUS", "JSONRPC_CODES", "MODEL_CODES", "Code", "GatewayError"]

@@ -4,24 +4,30 @@
 
 Every step that refuses raises GatewayError with a stable code; nothing is silently dropped
 or emptied. This is the one place that asks the engine for enforcement and the one place that
-turns engine and provider outcomes into protocol errors.
+turns engine and provider outcomes into protocol errors. A refusal the model behind the client
+can correct (gateway.errors.MODEL_CODES: its arguments, a table, a column, a failed query) is
+answered as the tool's result with `isError: true` instead, after the same audit row.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol, get_args, get_origin
 
+import anyio
 import msgspec
 from mcp import types
 
 from engine import Decision, Engine, Entity, Request, Uid, utcnow
 from engine.impact import Asked
 from gateway.audit import Audit
-from gateway.errors import Code, GatewayError
+from gateway.errors import MODEL_CODES, Code, GatewayError
+from gateway.paging import cursor_offset, make_cursor
 from gateway.registry import Registered, Registry
 from otel.events import RunEvent
 from otel.tracing import decision_span, enrich_call_span
@@ -82,6 +88,14 @@ def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.Ca
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
 
 
+# How long a client may reuse a listing (the 2026-07-28 cache hint `ttlMs`): as long as the gateway
+# itself reuses one (Pipeline.LIST_TTL_S). Listings differ per caller, so they are always `private`.
+LIST_CACHE_TTL_MS = 1000
+
+# A call cancelled before it ended (the client sent notifications/cancelled, or left the SSE stream
+# its answer was to come on): still exactly one row, saying so.
+CANCELLED = {"status": "cancelled", "message": "the caller cancelled the call before it ended"}
+
 STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code.TABLE_NOT_ALLOWED: "denied",
           Code.COLUMN_NOT_ALLOWED: "denied", Code.RATE_LIMIT: "rate_limited", Code.INVALID_INPUT: "invalid_input",
           Code.EVENT_STORE_UNAVAILABLE: "unrecorded"}
@@ -90,7 +104,7 @@ STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code
 class Pipeline:
     def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
                  clock: Callable[[], datetime] = utcnow, audit: Audit | None = None,
-                 scrub: Callable[[str], str] | None = None) -> None:
+                 scrub: Callable[[str], str] | None = None, page_size: int = 100) -> None:
         self.engine = engine
         self.registry = registry
         self.limiter = limiter
@@ -99,7 +113,8 @@ class Pipeline:
         # Applied to everything a provider says that goes back to the client (results, tool
         # errors, refusals): vault secrets never leave the gateway, even if a provider echoes one.
         self.scrub = scrub or (lambda text: text)
-        self._listings: dict[tuple[str, str | None, str], tuple[float, types.ListToolsResult]] = {}
+        self.page_size = max(1, page_size)  # tools per tools/list page; the rest follow by cursor
+        self._listings: dict[tuple[str, str | None, str], tuple[float, list[types.Tool]]] = {}
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
         """The tools this caller may call at all: each tool's own decision, asked without args."""
@@ -116,35 +131,52 @@ class Pipeline:
     LIST_TTL_S = 1.0
     LIST_CACHE_MAX = 4096
 
-    def list_tools(self, caller: Caller) -> types.ListToolsResult:
-        key = (caller.id, caller.role, self.engine.bundle.revision)
+    def list_tools(self, caller: Caller, cursor: str | None = None) -> types.ListToolsResult:
+        """One page of the caller's listing; `cursor` (a `nextCursor` of an earlier page) resumes
+        it. A cursor that is not this caller's, under this bundle revision, is INVALID_INPUT."""
+        revision = self.engine.bundle.revision
+        tools = self._listing(caller, revision)
+        start = 0 if cursor is None else cursor_offset(cursor, caller.id, caller.role, revision)
+        end = start + self.page_size
+        return types.ListToolsResult(
+            tools=tools[start:end], ttl_ms=LIST_CACHE_TTL_MS, cache_scope="private",
+            next_cursor=make_cursor(caller.id, caller.role, revision, end) if end < len(tools) else None)
+
+    def _listing(self, caller: Caller, revision: str) -> list[types.Tool]:
+        key = (caller.id, caller.role, revision)
         now = time.monotonic()
         hit = self._listings.get(key)
         if hit is not None and now - hit[0] < self.LIST_TTL_S:
             return hit[1]
-        result = types.ListToolsResult(tools=[
-            types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
-            for t in self.visible_tools(caller)])
+        tools = [types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
+                 for t in self.visible_tools(caller)]
         if len(self._listings) >= self.LIST_CACHE_MAX:
             self._listings.clear()  # bounded; a full sweep is cheaper than bookkeeping an LRU
-        self._listings[key] = (now, result)
-        return result
+        self._listings[key] = (now, tools)
+        return tools
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                         out: CallResult | None = None) -> types.CallToolResult:
         """Govern and run one call, then record exactly one audit event for whatever happened,
-        before anything is returned or raised to the caller."""
+        before anything is returned or raised to the caller. A refusal the model can correct is
+        returned as an isError result; any other is raised."""
         out = out if out is not None else CallResult()
         start = time.perf_counter()
         try:
             result = await self._call(caller, name, arguments, out)
+        except asyncio.CancelledError:
+            # The row is written even as the call is torn down; a store that cannot take it has logged
+            # that, and the call is over either way.
+            with anyio.CancelScope(shield=True), contextlib.suppress(GatewayError):
+                await self._record(caller, name, arguments, out, start, CANCELLED)
+            raise
         except GatewayError as e:
             registered = self.registry.get(name)
-            if registered is not None:
-                _add_provider_data(e, registered.provider)
-            await self._record(caller, name, arguments, out, start, {
-                "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
-                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
+            extra = _provider_data(e, registered.provider) if registered is not None else {}
+            await self._record(caller, name, arguments, out, start, _refused(e))
+            if registered is not None and e.code in MODEL_CODES:
+                return _model_error(e, extra)
+            e.data = {**extra, **e.data}  # the gateway's own keys win
             raise
         await self._record(caller, name, arguments, out, start, {
             "status": "tool_error" if result.is_error else "ok", "content": result.structured_content})
@@ -166,7 +198,7 @@ class Pipeline:
         try:
             args = msgspec.convert(arguments or {}, registered.tool.input)
         except msgspec.ValidationError as e:
-            raise GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {e}") from None
+            raise _invalid(name, registered.tool.input, arguments or {}, caller, e) from None
 
         provider = registered.provider.name
         decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out, arguments)
@@ -227,10 +259,8 @@ class Pipeline:
                 current_call.reset(token)
         except GatewayError as e:
             if registered is not None:
-                _add_provider_data(e, registered.provider)
-            await self._record(caller, name, {"uri": uri}, out, start, {
-                "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
-                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
+                e.data = {**_provider_data(e, registered.provider), **e.data}
+            await self._record(caller, name, {"uri": uri}, out, start, _refused(e))
             raise
         await self._record(caller, name, {"uri": uri}, out, start, {"status": "ok", "content": {"uri": uri,
                                                                                            "chars": len(text)}})
@@ -272,13 +302,53 @@ class Pipeline:
         return decision
 
 
-def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:
+def _refused(e: GatewayError) -> dict[str, Any]:
+    """The audit row's result for a refusal (the same whichever way the caller is told)."""
+    return {"status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
+            **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}}
+
+
+def _provider_data(e: GatewayError, provider: ProviderBase) -> dict[str, Any]:
+    """What the provider adds to every error of its tools (e.g. Omega's `_canon` envelope)."""
     try:
         extra = provider.error_data(str(e.code), e.message)
     except Exception:  # a broken hook must not hide the error it decorates
         log.exception("%s.error_data failed", provider.name)
-        return
-    e.data = {**{k: v for k, v in extra.items() if v is not None}, **e.data}
+        return {}
+    return {k: v for k, v in extra.items() if v is not None}
+
+
+def _model_error(e: GatewayError, extra: dict[str, Any]) -> types.CallToolResult:
+    """A refusal the model can correct, as the tool's own answer (isError, SEP-1303): the provider's
+    envelope (Omega's `_canon`) around `error: {code, message, ...}`, in structured content and as
+    its JSON text."""
+    body = {**{k: v for k, v in extra.items() if k != "error"}, "error": {**extra.get("error", {}), **e.payload}}
+    return types.CallToolResult(content=[types.TextContent(type="text", text=msgspec.json.encode(body).decode())],
+                                is_error=True, structured_content=body)
+
+
+def _invalid(name: str, struct: Any, arguments: dict[str, Any], caller: Caller,
+             error: msgspec.ValidationError) -> GatewayError:
+    """INVALID_INPUT, unless a required argument is missing (or null) whose field names its own
+    code: `Meta(extra={"if_missing": {"code": ..., "message": ...}})`, e.g. Omega's userId, which the
+    spec answers with USER_ID_REQUIRED. The message may name the caller's own id (`{caller_id}`)."""
+    fields = msgspec.structs.fields(struct) if isinstance(struct, type) and issubclass(struct, msgspec.Struct) else ()
+    for f in fields:
+        rule = _if_missing(f.type)
+        if rule is not None and arguments.get(f.encode_name) is None and rule.get("code") in Code.__members__:
+            return GatewayError(Code(rule["code"]), str(rule.get("message", f"{f.encode_name} is required"))
+                                .format(caller_id=caller.id))
+    return GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {error}")
+
+
+def _if_missing(annotation: Any) -> dict[str, Any] | None:
+    if get_origin(annotation) is not Annotated:
+        return None
+    for meta in get_args(annotation)[1:]:
+        rule = meta.extra.get("if_missing") if isinstance(meta, msgspec.Meta) and meta.extra else None
+        if isinstance(rule, dict):
+            return rule
+    return None
 
 
 def _refusal(e: Refused, decision: Decision, scrub: Callable[[str], str]) -> GatewayError:
@@ -301,4 +371,5 @@ def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str |
                      rate_bucket=refused or [o.bucket for o in out.limits] or None, error_type=error_code)
 
 
-__all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of", "to_result"]
+__all__ = ["LIST_CACHE_TTL_MS", "CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of",
+           "to_result"]

@@ -84,11 +84,22 @@ def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     schema = _clean_descriptions(msgspec.json.schema(struct))
     ref = schema.get("$ref")
     if ref is None:
-        return schema
+        return _describe_version(schema)
     defs = dict(schema.get("$defs", {}))
     root = dict(defs.pop(ref.rsplit("/", 1)[-1]))
     if defs:
         root["$defs"] = defs
+    return _describe_version(root)
+
+
+def _describe_version(root: dict[str, Any]) -> dict[str, Any]:
+    """Every argument a caller sees is described; `version`, which every tool has (rule 9), is
+    described here once unless the tool says more."""
+    version = root.get("properties", {}).get("version")
+    if isinstance(version, dict) and "description" not in version:
+        default = f"; omit it for {version['default']}" if "default" in version else ""
+        root["properties"] = {**root["properties"], "version": {
+            "description": f"Version of this tool's input schema (constitution rule 9){default}.", **version}}
     return root
 
 

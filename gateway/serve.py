@@ -165,7 +165,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
                         runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
                     exception_trust=trust, refusals=refusals,
-                    policy_candidates=config.policy_candidates), secret
+                    policy_candidates=config.policy_candidates,
+                    tools_page_size=config.tools_page_size), secret
 
 
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:

@@ -38,11 +38,12 @@ class Services:
     exception_trust: Any = None
     refusals: Refusals | None = None  # requests refused at the edge, counted into audit rows
     policy_candidates: str | None = None  # GatewayConfig.policy_candidates (POST /v1/policy/diff)
+    tools_page_size: int = 100  # tools per tools/list page (GatewayConfig.tools_page_size)
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit,
-                                 scrub=self.redactor.redact_text)
+                                 scrub=self.redactor.redact_text, page_size=self.tools_page_size)
 
     def admin_decision(self, caller: Caller, action: str) -> None:
         """Decide the gateway action (`opsgate.decide`, `opsgate.policy.reload`) an admin route

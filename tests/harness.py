@@ -149,13 +149,22 @@ def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> 
                 proc.wait(5)
 
 
+def refusal_code(result: Any) -> str | None:
+    """The stable code of a refusal the gateway answered as the tool's result (isError with
+    `error: {code, ...}`: what the model can correct); None for any other result."""
+    error = (result.structured_content or {}).get("error") if result.is_error else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
 async def call(gw: RunningGateway, role: str | None, tool: str, args: dict[str, Any]) -> Any:
-    """The tool's MCP result, or the gateway's error code when the call was refused."""
+    """The tool's MCP result, or the gateway's error code when the call was refused (as a JSON-RPC
+    error, or as an isError result with a code)."""
     try:
         async with gw.client(gw.token(role)) as c:
-            return await c.call_tool(tool, args)
+            result = await c.call_tool(tool, args)
     except BaseException as e:
         return code_of(e)
+    return refusal_code(result) or result
 
 
 async def ok(gw: RunningGateway, role: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from providers.echo import EchoProvider, PingInput
 from providers.sdk import CallContext
 from tests.conftest import POLICIES
-from tests.harness import RunningGateway, code_of, running_gateway
+from tests.harness import RunningGateway, code_of, refusal_code, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -48,9 +48,10 @@ async def attempt(gw: RunningGateway, token: str, tool: str, args: dict[str, Any
     try:
         async with gw.client(token) as c:
             result = await c.call_tool(tool, args or {})
-        return "tool_error" if result.is_error else "ok"
     except BaseException as e:
         return code_of(e)
+    code = refusal_code(result)
+    return f"isError {code}" if code else "tool_error" if result.is_error else "ok"
 
 
 @pytest.mark.parametrize(("role", "tool", "args", "answer", "decision", "status", "policy_ids"), [
@@ -59,7 +60,8 @@ async def attempt(gw: RunningGateway, token: str, tool: str, args: dict[str, Any
     ("ops_admin", "echo.ping", {"crash": True}, "INTERNAL_ERROR", "allow", "error",
      ["rbac.admin.all", "rbac.viewer.read"]),
     ("ops_viewer", "echo.comment", {}, "FORBIDDEN", "deny", "denied", []),
-    ("ops_viewer", "echo.ping", {"message": 5}, "INVALID_INPUT", "none", "invalid_input", []),
+    # Answered as the tool's result (the model's to fix); the row is the same as ever.
+    ("ops_viewer", "echo.ping", {"message": 5}, "isError INVALID_INPUT", "none", "invalid_input", []),
     ("ops_viewer", "echo.nope", {}, "INVALID_INPUT", "none", "invalid_input", []),
 ])
 async def test_every_call_shape_leaves_exactly_one_row(gw: RunningGateway, role: str, tool: str,

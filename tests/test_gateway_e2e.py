@@ -8,6 +8,7 @@ driven here and asserted by its stable string code.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from gateway.config import GatewayConfig
 from providers.echo import EchoProvider
 from providers.sdk import ProviderBase, Tool
 from tests.conftest import POLICIES
-from tests.harness import RunningGateway, code_of, running_gateway
+from tests.harness import RunningGateway, code_of, running_gateway, unwrap
 
 pytestmark = pytest.mark.anyio
 
@@ -119,25 +120,29 @@ async def test_unauthenticated(gw: RunningGateway, mode: str, token: str | None)
     assert code_of(err.value) == "UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("args", "fragment"), [
     ({"message": 5}, "Expected `str`"),
     ({"unknown": 1}, "unknown field"),
     ({"version": "9.9"}, "version"),
 ])
-async def test_invalid_input(gw: RunningGateway, args: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(BaseException) as err:
-        await call(gw, gw.token("ops_admin"), "echo.ping", args)
-    assert code_of(err.value) == "INVALID_INPUT"
-    exc = err.value
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert fragment in str(exc)
+async def test_invalid_input_is_a_tool_result_the_model_reads(gw: RunningGateway, mode: str, args: dict[str, Any],
+                                                              fragment: str) -> None:
+    """SEP-1303: arguments that do not fit the schema are the model's to fix, so they come back as
+    the tool's result (isError) with the stable code, in both protocol versions."""
+    result = await call(gw, gw.token("ops_admin"), "echo.ping", args, mode)
+    assert result.is_error
+    error = result.structured_content["error"]
+    assert error["code"] == "INVALID_INPUT" and fragment in error["message"]
+    assert json.loads(result.content[0].text) == result.structured_content
 
 
-async def test_unknown_tool_is_invalid_input(gw: RunningGateway) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_unknown_tool_stays_a_protocol_error(gw: RunningGateway, mode: str) -> None:
     with pytest.raises(BaseException) as err:
-        await call(gw, gw.token("ops_admin"), "echo.nope")
+        await call(gw, gw.token("ops_admin"), "echo.nope", mode=mode)
     assert code_of(err.value) == "INVALID_INPUT"
+    assert unwrap(err.value).error.code == -32602
 
 
 async def test_a_provider_crash_is_an_internal_error_without_details(gw: RunningGateway) -> None:

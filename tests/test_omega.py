@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from gateway.config import GatewayConfig
 from gateway.serve import demo_user_id
@@ -63,15 +64,32 @@ async def call(gw: RunningGateway, tool: str, args: dict[str, Any], role: str = 
     return body["result"]
 
 
-async def refused(gw: RunningGateway, tool: str, args: dict[str, Any], role: str = "ops_viewer") -> dict[str, Any]:
-    """The error data of a refused call; it always carries the envelope and names its code."""
-    async with gw.client(gw.token(role)) as c:
-        with pytest.raises(BaseException) as info:
-            await c.call_tool(tool, args)
-    data = unwrap(info.value).error.data
-    assert_canon(data)
-    assert data["error"]["code"] == data["code"]
-    return data
+# What the model can correct comes back as the tool's own answer (isError, the spec's envelope
+# around `error`); what only the client can handle is a JSON-RPC error (its data carries the
+# envelope too). Either way the code is the spec's.
+MODEL_CODES = {"INVALID_INPUT", "USER_ID_REQUIRED", "TABLE_NOT_ALLOWED", "COLUMN_NOT_ALLOWED", "QUERY_FAILED"}
+
+
+async def refused(gw: RunningGateway, tool: str, args: dict[str, Any], role: str = "ops_viewer",
+                  mode: str = "auto") -> dict[str, Any]:
+    """The refusal of a call, asserted to travel the way its code says: for an isError result its
+    `error` object (code, message, policy ids ...), for a JSON-RPC error its data. Both carry `_canon`."""
+    async with gw.client(gw.token(role), mode) as c:
+        try:
+            result = await c.call_tool(tool, args)
+        except MCPError as e:
+            data = e.error.data
+            assert data["code"] not in MODEL_CODES, f"{data['code']} must be the tool's answer, not a protocol error"
+            assert_canon(data)
+            assert data["error"]["code"] == data["code"]
+            return data
+    assert result.is_error, result
+    body = result.structured_content
+    assert body is not None and set(body) == {"_canon", "error"}, body
+    assert_canon(body)
+    assert json.loads(result.content[0].text) == body
+    assert body["error"]["code"] in MODEL_CODES, f"{body['error']['code']} must be a JSON-RPC error"
+    return body["error"]
 
 
 # -- the spec's acceptance checklist --------------------------------------------------------------
@@ -467,33 +485,60 @@ def test_resource_actions_are_in_the_catalogue_as_reads() -> None:
         assert (entry.kind, decision_shape(entry.input_schema)) == ("read", decision_shape(r.input_schema)), r.action
 
 
-# -- issue 3: the Omega codes through the gateway, in both client modes ---------------------------
+# -- issues 3 and 14: the Omega codes through the gateway, in both client modes ------------------
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_every_omega_error_code_is_reachable_in_both_client_modes(env: OmegaEnv, tmp_path: Path,
                                                                         mode: str) -> None:
+    """The spec shows its errors as the tool's response: every code a model can act on arrives as an
+    isError result in the envelope, in 2026-07-28 and 2025-11-25 alike; a denial stays JSON-RPC."""
     import msgspec
 
-    async def code_of(gw: RunningGateway, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        async with gw.client(gw.token("ops_viewer"), mode=mode) as c:
-            with pytest.raises(BaseException) as info:
-                await c.call_tool("omega.query", args)
-        error = unwrap(info.value).error
-        return error.code, error.data
-
     cases = {
-        "USER_ID_REQUIRED": ({"table": "pulse_drafts"}, -32011),
-        "TABLE_NOT_ALLOWED": ({"table": "auth_users"}, -32012),
-        "COLUMN_NOT_ALLOWED": ({"table": "pulse_drafts", "userId": VIEWER, "select": "payload"}, -32013),
+        "USER_ID_REQUIRED": {"table": "pulse_drafts"},
+        "TABLE_NOT_ALLOWED": {"table": "auth_users"},
+        "COLUMN_NOT_ALLOWED": {"table": "pulse_drafts", "userId": VIEWER, "select": "payload"},
+        "INVALID_INPUT": {"table": "pulse_drafts", "userId": VIEWER, "limit": 201},
     }
     with running_gateway(GatewayConfig(state_dir=str(tmp_path / "ok"), omega=env.omega)) as gw:
-        for code, (args, number) in cases.items():
-            got, data = await code_of(gw, args)
-            assert (got, data["code"]) == (number, code), (mode, args, data)
-            assert_canon(data)
+        for code, args in cases.items():
+            error = await refused(gw, "omega.query", args, mode=mode)
+            assert error["code"] == code, (mode, args, error)
+        data = await refused(gw, "omega.query", {"table": "pulse_drafts", "userId": ADMIN}, mode=mode)
+        assert data["code"] == "FORBIDDEN" and data["policy_ids"] == ["omega.own-rows-only"]
     broken = (msgspec.structs.replace(env.omega, database_url=env.omega.database_url + "_missing")
               if env.backend == "postgres" else msgspec.structs.replace(env.omega, sqlite_path=str(tmp_path)))
     with running_gateway(GatewayConfig(state_dir=str(tmp_path / "broken"), omega=broken)) as gw:
-        got, data = await code_of(gw, {"table": "pulse_constraints"})
-        assert (got, data["code"]) == (-32040, "QUERY_FAILED")
-        assert_canon(data)
+        assert (await refused(gw, "omega.query", {"table": "pulse_constraints"}, mode=mode))["code"] == "QUERY_FAILED"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_missing_user_id_says_what_to_send(gw: RunningGateway, mode: str) -> None:
+    """Without userId (or with null) every user-scoped tool answers USER_ID_REQUIRED naming the
+    caller's own id, which the schema describes; sending it as told then works."""
+    for tool, args in [("omega.get_state", {}), ("omega.risk_report", {"userId": None}),
+                       ("omega.query", {"table": "pulse_goals"}),
+                       ("omega.get_reasoning_chain", {"sessionId": "x"})]:
+        error = await refused(gw, tool, args, mode=mode)
+        assert error["code"] == "USER_ID_REQUIRED", (tool, error)
+        assert f'"userId": "{VIEWER}"' in error["message"] and "sub" in error["message"], error
+    assert (await call(gw, "omega.get_state", {"userId": VIEWER}))["user_id"] == VIEWER
+
+
+async def test_every_omega_schema_marks_and_describes_user_id(gw: RunningGateway) -> None:
+    """The schema says what the call needs: userId required (and described) wherever the spec requires
+    it; optional, and saying when it is needed, only on omega.query (global tables need none)."""
+    async with gw.client(gw.token("ops_operator")) as c:
+        tools = {t.name: t.input_schema for t in (await c.list_tools()).tools if t.name.startswith("omega.")}
+    user_scoped = {"omega.get_state", "omega.health_report", "omega.risk_report", "omega.analyze_calibration",
+                   "omega.get_reasoning_chain", "omega.propose_improvement"}
+    assert user_scoped <= set(tools)
+    for name in user_scoped:
+        schema = tools[name]
+        assert "userId" in schema["required"], name
+        user_id = schema["properties"]["userId"]
+        assert user_id["type"] == "string" and "default" not in user_id, name
+        assert "own user id" in user_id["description"] and "sub" in user_id["description"], name
+    query = tools["omega.query"]
+    assert "userId" not in query["required"] and "user-scoped" in query["properties"]["userId"]["description"]
+    assert "userId" not in tools["omega.simulate_impact"]["properties"]

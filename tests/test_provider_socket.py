@@ -14,7 +14,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from tests.conftest import POLICIES, put_secret
-from tests.harness import RunningGateway, code_of, running_gateway, serving_app
+from tests.harness import RunningGateway, code_of, refusal_code, running_gateway, serving_app
 from tests.upstreams.socket import ALL_SCOPES, SocketState, artifact, build_app, make_alerts, make_repos
 
 pytestmark = pytest.mark.anyio
@@ -73,12 +73,15 @@ def state(upstream: tuple[str, SocketState]) -> SocketState:
 
 
 async def call(gw: RunningGateway, role: str, tool: str, args: dict[str, Any] | None = None) -> Any:
-    """The structured answer, {"tool_error": ...} for a tool error, or the gateway's error code."""
+    """The structured answer, {"tool_error": ...} for a tool error, or the gateway's error code
+    (a JSON-RPC error's, or that of a refusal answered as an isError result)."""
     try:
         async with gw.client(gw.token(role)) as c:
             r = await c.call_tool(f"socket.{tool}", args or {})
     except BaseException as e:
         return code_of(e)
+    if refusal_code(r):
+        return refusal_code(r)
     if r.is_error:
         return {"tool_error": r.structured_content}
     return r.structured_content

@@ -160,3 +160,31 @@ async def test_the_child_environment_holds_no_secret_but_the_callers_token(stdio
         "PATH", "HOME", "PYTHONPATH", "MCP_VIEWER_JWT", *SDK_INHERITED}, names
     assert env[b"MCP_VIEWER_JWT"] == token.encode() and env[b"PYTHONPATH"] == str(ROOT).encode()
     assert stdio.secret not in raw  # the signing key is read from the vault, never passed in
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_log_messages_over_stdio_at_the_level_asked_for(stdio: Stdio, mode: str) -> None:
+    """2025 over stdio: after logging/setLevel the call's notices come on the connection; 2026-07-28:
+    when the request's `_meta` asks for them. Both at or above the level asked for."""
+    from mcp import types
+    from mcp.shared.exceptions import MCPDeprecationWarning
+
+    heard: list[types.LoggingMessageNotificationParams] = []
+    arrived = anyio.Event()
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        heard.append(params)
+        if "left in bucket" in str(params.data):
+            arrived.set()
+
+    options: dict[str, Any] = {"logging_callback": on_log, **({"log_level": "info"} if mode == "auto" else {})}
+    with anyio.fail_after(30):
+        async with Client(stdio.params(stdio.token("ops_viewer")), mode=mode, **options) as c:
+            if mode == "legacy":
+                with pytest.warns(MCPDeprecationWarning):
+                    assert isinstance(await c.set_logging_level("info"), types.EmptyResult)
+            assert not (await c.call_tool("echo.ping", {"message": "hi"})).is_error
+            await arrived.wait()
+    assert {m.logger for m in heard} == {"opsgate"}
+    assert any("allowed by rbac.viewer.read" in str(m.data) for m in heard)
+    assert any("99 of 100 left in bucket 'reads'" in str(m.data) for m in heard)

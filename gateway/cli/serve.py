@@ -79,15 +79,13 @@ def gateway_settings(p: argparse.ArgumentParser, *, http: bool) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.serve import ROLES, build_app, demo_user_id, mint_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = configured(args, "serve")
     config = loaded.config
     app, services, secret = build_app(config)
-    server = uvicorn.Server(uvicorn_config(app, config, services.redactor))
+    server = announcing_server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
     if drift:
         log.warning("tools not in the policy catalogue (always denied): %s", ", ".join(drift))
@@ -95,12 +93,29 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"opsgate {url}/mcp  policy revision {services.engine.bundle.revision}", flush=True)
     print(f"configuration: {loaded.file or 'built-in defaults (no ' + FILE_NAME + ')'}", flush=True)
     if args.demo_tokens:
-        print("demo tokens (development signing key from the embedded vault; valid 12 h):", flush=True)
+        print("demo tokens (development signing key from the embedded vault; valid 12 h), each with its user id "
+              "(the token's sub: what Omega tools take as userId):", flush=True)
         for role in ROLES:
-            token = mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
-            print(f"  {role:13} {token}", flush=True)
+            user_id = demo_user_id(role)
+            token = mint_token(secret, issuer=config.auth_issuer, user_id=user_id, role=role)
+            print(f"  {role:13} user {user_id}  {token}", flush=True)
     server.run()
     return 0 if server.started else 3  # as uvicorn.run: it has logged why (say, the port is taken)
+
+
+def announcing_server(settings: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, printing `ready <url>` once it accepts connections: after the app's
+    lifespan has started (audit store open, exceptions loaded) and the socket listens."""
+    import uvicorn
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                print(f"ready http://{f'[{host}]' if ':' in host else host}:{port}/mcp", flush=True)
+
+    return Announcing(settings)
 
 
 def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvicorn.Config:

@@ -66,6 +66,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # candidate is a direct child, named in the request, with nothing in it resolving outside this
     # folder. None: the route answers 404.
     policy_candidates: PathSetting | None = None
+    # -- what an MCP client sees (issue 14) --
+    # Tools per tools/list page; a longer listing continues by an opaque nextCursor (gateway/paging.py).
+    tools_page_size: int = 100
 
     # -- the HTTP edge: public URL, trusted proxies, OAuth discovery (README "Serving behind a proxy") --
     # The gateway's public base URL, e.g. "https://mcp.insightpulseai.com" (no path): the MCP resource

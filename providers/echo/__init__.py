@@ -7,23 +7,27 @@ end to end without any upstream.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from providers.sdk import CallContext, ProviderBase, Tool, ToolError
+
+Message = Annotated[str, Meta(description="Text to answer with.")]
 
 
 class PingInput(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal["1.0"] = "1.0"
-    message: str = ""
-    fail: bool = False
-    crash: bool = False
+    message: Message = ""
+    fail: Annotated[bool, Meta(description="Answer with a tool error instead (tests the error path).")] = False
+    crash: Annotated[bool, Meta(description="Raise unexpectedly instead (tests the gateway's INTERNAL_ERROR).")] = \
+        False
 
 
 class EchoInput(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal["1.0"] = "1.0"
-    message: str = ""
+    message: Message = ""
 
 
 class EchoProvider(ProviderBase):

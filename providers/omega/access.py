@@ -15,10 +15,13 @@ from providers.sdk import CallContext, Refused, Runtime, Verdict
 
 CODES = (("table-not-allowed", "TABLE_NOT_ALLOWED"), ("user-id-required", "USER_ID_REQUIRED"),
          ("column-not-allowed", "COLUMN_NOT_ALLOWED"))
+# Each says what to do instead: the model reading it can correct its call.
 MESSAGES = {
-    "TABLE_NOT_ALLOWED": "table {table!r} is not in the allowlist",
-    "USER_ID_REQUIRED": "userId is required for {table}",
-    "COLUMN_NOT_ALLOWED": "a requested or filtered column of {table} is not in its safeColumns",
+    "TABLE_NOT_ALLOWED": "table {table!r} is not in the allowlist (omega://schema lists the tables)",
+    "USER_ID_REQUIRED": "userId is required for {table}: send \"userId\": \"{caller_id}\", your own user id (the "
+                        "`sub` of your access token)",
+    "COLUMN_NOT_ALLOWED": "a requested, filtered or sorted column of {table} is not in its safeColumns (omit "
+                          "`select` to get exactly the safe ones)",
     "FORBIDDEN": "{what} on {table} is not allowed for this caller",
 }
 
@@ -63,8 +66,8 @@ class Access:
         if v.allowed:
             return
         code = code_for(v)
-        raise Refused(code, MESSAGES[code].format(table=table, what=what), refused_by=v.decision_id,
-                      policy_ids=list(v.reasons))
+        raise Refused(code, MESSAGES[code].format(table=table, what=what, caller_id=self.call.caller_id),
+                      refused_by=v.decision_id, policy_ids=list(v.reasons))
 
 
 __all__ = ["Access", "code_for"]

@@ -46,64 +46,93 @@ def user_scoped(table: str) -> bool:
 
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]
-UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 FilterValue = str | int | float | bool | None
+
+# The spec requires userId for every user-scoped operation. It must be the caller's own id; the
+# gateway names it in the refusal, so a model that left it out learns what to send.
+USER_ID_HELP = ("Your own user id: the `sub` claim of the access token you call with (a caller reads and "
+                "proposes only for itself).")
+MISSING_USER_ID = {"code": "USER_ID_REQUIRED",
+                   "message": "userId is required: send \"userId\": \"{caller_id}\", your own user id (the `sub` "
+                              "of your access token)"}
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, description=USER_ID_HELP,
+                                     extra={"if_missing": MISSING_USER_ID})]
+QueryUserId = Annotated[Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None, msgspec.Meta(
+    description=USER_ID_HELP + " Required for user-scoped tables (every table but the global pulse_constraints "
+    "and pulse_autonomy_levels); without it those answer USER_ID_REQUIRED.")]
 
 
 class QueryInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """omega_query: rows of an allowlisted table, at most 200, safe columns only."""
 
-    table: Text
+    table: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "An allowlisted table, e.g. pulse_drafts, pulse_goals, pulse_signals, pulse_sessions, "
+        "pulse_predictions, pulse_improvements, pulse_constraints, pulse_autonomy_levels "
+        "(omega://schema lists them)."))]
     version: Literal["1.0"] = "1.0"
-    user_id: UserId | None = None
-    # Omitted or "*": the table's safe columns. A list, or a comma-separated string, names them.
-    select: str | list[Text] | None = None
-    filters: dict[Text, FilterValue] = {}  # column -> value, equality (null: IS NULL)
-    order_by: Text | None = None
-    ascending: bool = False
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    user_id: QueryUserId = None
+    select: Annotated[str | list[Text] | None, msgspec.Meta(
+        description="Columns to return: a list, or a comma-separated string. Omitted or \"*\": the table's "
+                    "safe columns. Large blobs (payload, content, reasoning_steps, ...) are never returned.")] = None
+    filters: Annotated[dict[Text, FilterValue], msgspec.Meta(
+        description="Equality filters, column -> value (null matches IS NULL); safe columns only.")] = {}
+    order_by: Annotated[Text | None, msgspec.Meta(description="A safe column to sort by.")] = None
+    ascending: Annotated[bool, msgspec.Meta(description="Sort ascending (default: descending).")] = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200, description="Most rows to return (1-200).")] = 50
 
 
 class UserInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """omega_get_state, omega_health_report, omega_risk_report."""
 
+    user_id: UserId
     version: Literal["1.0"] = "1.0"
-    user_id: UserId | None = None
 
 
 class CalibrationInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    user_id: UserId
     version: Literal["1.0"] = "1.0"
-    user_id: UserId | None = None
-    domain: Text | None = None
-    bins: Annotated[int, msgspec.Meta(ge=2, le=20)] = 10
+    domain: Annotated[Text | None, msgspec.Meta(
+        description="Only predictions of this domain (e.g. drafting, prioritization, timing, risk); "
+                    "omitted: all.")] = None
+    bins: Annotated[int, msgspec.Meta(ge=2, le=20, description="Reliability bins (2-20).")] = 10
 
 
 class ReasoningInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    session_id: UserId
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100, description=(
+        "The reasoning session's id (the `id` of a pulse_sessions row, e.g. from omega_query)."))]
+    user_id: UserId
     version: Literal["1.0"] = "1.0"
-    user_id: UserId | None = None
 
 
 class ProposalInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The only write. No status, reviewer or id can be sent: unknown fields are refused."""
 
-    improvement_type: Text
-    target_component: Text
-    proposed_change: dict[str, Any]
+    improvement_type: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "Kind of change, e.g. threshold_change, prompt_update, constraint_add, config_change."))]
+    target_component: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "The component it changes, e.g. guardian, drafter, scheduler, signals."))]
+    proposed_change: Annotated[dict[str, Any], msgspec.Meta(
+        description="The change itself, as settings -> new values, e.g. {\"confidence_threshold\": 0.75}.")]
+    user_id: UserId
     version: Literal["1.0"] = "1.0"
-    user_id: UserId | None = None
-    expected_impact: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    expected_impact: Annotated[str, msgspec.Meta(max_length=2000, description=(
+        "What the change should achieve, for the human reviewer."))] = ""
 
 
 class SimulateInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """omega_simulate_impact: local computation only, no database, no userId."""
 
-    change_type: Text
-    target_component: Text
-    proposed_change: dict[str, Any]
+    change_type: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "Kind of change: threshold_change, prompt_update, constraint_add, constraint_remove, "
+        "autonomy_change, model_change or config_change (others are weighed as medium)."))]
+    target_component: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "The component it changes, e.g. guardian, autonomy, constraints, executor, drafter."))]
+    proposed_change: Annotated[dict[str, Any], msgspec.Meta(
+        description="Settings -> proposed values, e.g. {\"confidence_threshold\": 0.75}.")]
     version: Literal["1.0"] = "1.0"
-    current_values: dict[str, Any] = {}
+    current_values: Annotated[dict[str, Any], msgspec.Meta(
+        description="Settings -> current values, to size numeric changes against.")] = {}
 
 
-__all__ = ["TABLES", "CalibrationInput", "ProposalInput", "QueryInput", "ReasoningInput", "SimulateInput",
-           "UserInput", "user_scoped"]
+__all__ = ["TABLES", "USER_ID_HELP", "CalibrationInput", "ProposalInput", "QueryInput", "ReasoningInput",
+           "SimulateInput", "UserInput", "user_scoped"]

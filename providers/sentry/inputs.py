@@ -26,10 +26,13 @@ class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class IssuesListInput(Input):
     query: Annotated[str, Meta(max_length=1000, description="Sentry search, e.g. is:unresolved level:error")] = \
         "is:unresolved"
-    project: list[int] = []  # project ids; empty: every project the token may see
-    environment: list[str] = []
-    stats_period: Literal["", "24h", "14d"] = "24h"
-    sort: Literal["date", "new", "freq", "user", "trends", "inbox"] = "date"
+    project: Annotated[list[int], Meta(description="numeric project ids; empty: every project the token may see")] \
+        = []
+    environment: Annotated[list[str], Meta(description="environment names; empty: all")] = []
+    stats_period: Annotated[Literal["", "24h", "14d"], Meta(
+        description="period of each issue's event-count stats; \"\": none")] = "24h"
+    sort: Annotated[Literal["date", "new", "freq", "user", "trends", "inbox"], Meta(
+        description="order: last seen (date), first seen (new), events (freq), users, trends or inbox")] = "date"
     limit: Limit = 100
     cursor: Cursor = ""
 
@@ -40,7 +43,7 @@ class IssueGetInput(Input):
 
 class IssueEventsInput(Input):
     issue_id: IssueId
-    full: bool = False  # include each event's entries (stack traces, breadcrumbs)
+    full: Annotated[bool, Meta(description="include each event's entries (stack traces, breadcrumbs)")] = False
     limit: Limit = 50
     cursor: Cursor = ""
 
@@ -49,42 +52,45 @@ class IssueUpdateInput(Input):
     """Workflow state: resolve, ignore (optionally for a while), reopen, mark seen, bookmark."""
 
     issue_id: IssueId
-    status: Literal["", "resolved", "resolvedInNextRelease", "unresolved", "ignored"] = ""
-    ignore_minutes: Annotated[int, Meta(ge=0, le=525600)] = 0  # with status "ignored": for this long
-    has_seen: bool | None = None
-    is_bookmarked: bool | None = None
+    status: Annotated[Literal["", "resolved", "resolvedInNextRelease", "unresolved", "ignored"], Meta(
+        description="new status; \"\" leaves it unchanged")] = ""
+    ignore_minutes: Annotated[int, Meta(ge=0, le=525600, description=(
+        "with status \"ignored\": ignore for this many minutes; 0: until it is unignored"))] = 0
+    has_seen: Annotated[bool | None, Meta(description="mark seen (true) or unseen (false); null: unchanged")] = None
+    is_bookmarked: Annotated[bool | None, Meta(description="bookmark (true) or not (false); null: unchanged")] = None
 
 
 class IssueTriageInput(Input):
     """Routing labels: who owns the issue and how urgent it is."""
 
     issue_id: IssueId
-    # "user:<id>", "team:<id>", a username or email; "none" unassigns; "" leaves it unchanged.
-    assigned_to: Annotated[str, Meta(max_length=200)] = ""
-    priority: Literal["", "high", "medium", "low"] = ""
+    assigned_to: Annotated[str, Meta(max_length=200, description=(
+        "\"user:<id>\", \"team:<id>\", a username or email; \"none\" unassigns; \"\" leaves it unchanged"))] = ""
+    priority: Annotated[Literal["", "high", "medium", "low"], Meta(description="\"\" leaves it unchanged")] = ""
 
 
 class IssueCommentInput(Input):
     issue_id: IssueId
-    text: Annotated[str, Meta(min_length=1, max_length=8000)]
+    text: Annotated[str, Meta(min_length=1, max_length=8000, description="the note, in Markdown")]
 
 
 class CreateExternalInput(Input):
     issue_id: IssueId
-    title: Annotated[str, Meta(min_length=1, max_length=255)]
-    description: Annotated[str, Meta(max_length=20000)] = ""
+    title: Annotated[str, Meta(min_length=1, max_length=255, description="title of the external issue")]
+    description: Annotated[str, Meta(max_length=20000, description="body of the external issue")] = ""
     provider: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,40}$",
                                   description="integration provider key: github, jira, gitlab, ...")] = "github"
-    integration_id: Annotated[str, Meta(pattern=r"^[0-9]{0,20}$")] = ""  # "": the only installed one
-    fields: dict[str, str] = {}  # provider-specific fields, e.g. {"repo": "acme/api"}
+    integration_id: Annotated[str, Meta(pattern=r"^[0-9]{0,20}$", description=(
+        "the integration to use; \"\": the only one of that provider installed in the org"))] = ""
+    fields: Annotated[dict[str, str], Meta(description="provider-specific fields, e.g. {\"repo\": \"acme/api\"}")] = {}
 
 
 class MessageCaptureInput(Input):
-    message: Annotated[str, Meta(min_length=1, max_length=8192)]
-    level: Literal["fatal", "error", "warning", "info", "debug"] = "info"
-    environment: Annotated[str, Meta(max_length=64)] = ""
-    tags: dict[str, str] = {}
-    fingerprint: list[str] = []
+    message: Annotated[str, Meta(min_length=1, max_length=8192, description="the message to record")]
+    level: Annotated[Literal["fatal", "error", "warning", "info", "debug"], Meta(description="event level")] = "info"
+    environment: Annotated[str, Meta(max_length=64, description="environment name; \"\": none")] = ""
+    tags: Annotated[dict[str, str], Meta(description="extra event tags (the gateway adds its decision id)")] = {}
+    fingerprint: Annotated[list[str], Meta(description="grouping fingerprint; empty: Sentry's default")] = []
 
 
 __all__ = ["CreateExternalInput", "IssueCommentInput", "IssueEventsInput", "IssueGetInput",
