@@ -12,8 +12,10 @@ from typing import Any
 from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 
+from gateway.health_cache import HealthCache
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.routes import ROUTES
+from gateway.routes.health import aggregate
 from gateway.services import Services
 from otel.tracing import OpsgateTracerProvider, use_provider
 
@@ -22,7 +24,7 @@ VERSION = "0.1.0"
 
 
 def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins: list[str],
-               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
+               max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0, health_cache_s: float = 5.0,
                tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
@@ -62,6 +64,7 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
     app = Litestar([mcp, *ROUTES], lifespan=[lifespan], debug=False)
     app.state.services = services
     app.state.health_timeout_s = health_timeout_s
+    app.state.health_cache = HealthCache(lambda: aggregate(services, health_timeout_s), max_age_s=health_cache_s)
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
     return app
 
@@ -90,7 +93,7 @@ async def _watch_expiries(services: Services) -> None:
 
 
 def _reload(services: Services) -> Any:
-    ok, issues = services.engine.reload()
+    ok, issues = services.reload_here()
     if ok:
         log.info("policy bundle reloaded: revision %s", services.engine.bundle.revision)
     else:

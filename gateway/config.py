@@ -53,5 +53,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # The Pulse Omega observer: embedded SQLite with demo data, or Postgres/Supabase (README "Pulse Omega").
     omega: OmegaConfig = OmegaConfig()
 
+    # -- operations: metrics, worker processes, cached health (gateway/metrics.py, gateway/workers.py) --
+    # GET /metrics (Prometheus text): "token" (an ops_admin bearer token, or the vault's
+    # opsgate_metrics_token as a static scrape credential), "open" (anyone who reaches the port), "off".
+    metrics: Literal["off", "open", "token"] = "token"
+    # Server processes sharing the listening socket and the state dir; more than 1 needs limiter = "redis".
+    workers: int = 1
+    # Seconds one health probe of every provider answers GET /health for; probes run one at a time.
+    health_cache_s: float = 5.0
+
 
 __all__ = ["GatewayConfig"]

@@ -43,6 +43,13 @@ class RateLimiter(Protocol):
     async def hit_all(self, user: str, provider: str, tiers: Sequence[Any]) -> list[Any]: ...
 
 
+class CallMetrics(Protocol):
+    """Where each call's outcome is counted (gateway/metrics.py): told once per call, by _record."""
+
+    def call(self, provider: str, tool: str, decision: str, status: str, seconds: float,
+             decision_us: float | None, refused: Sequence[tuple[str, bool]]) -> None: ...
+
+
 class CallResult(msgspec.Struct):
     """What a call produced besides its MCP result: the decision and rate-limit outcomes
     (for headers and the audit trail)."""
@@ -88,7 +95,7 @@ STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code
 class Pipeline:
     def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
                  clock: Callable[[], datetime] = utcnow, audit: Audit | None = None,
-                 scrub: Callable[[str], str] | None = None) -> None:
+                 scrub: Callable[[str], str] | None = None, metrics: CallMetrics | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.limiter = limiter
@@ -97,6 +104,7 @@ class Pipeline:
         # Applied to everything a provider says that goes back to the client (results, tool
         # errors, refusals): vault secrets never leave the gateway, even if a provider echoes one.
         self.scrub = scrub or (lambda text: text)
+        self.metrics = metrics
         self._listings: dict[tuple[str, str | None, str], tuple[float, types.ListToolsResult]] = {}
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
@@ -134,27 +142,38 @@ class Pipeline:
         before anything is returned or raised to the caller."""
         out = out if out is not None else CallResult()
         start = time.perf_counter()
+        registered = self.registry.get(name)
+        served = registered.provider.name if registered is not None else None
         try:
             result = await self._call(caller, name, arguments, out)
         except GatewayError as e:
-            registered = self.registry.get(name)
             if registered is not None:
                 _add_provider_data(e, registered.provider)
-            await self._record(caller, name, arguments, out, start, {
+            await self._record(caller, name, served, arguments, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
                 **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
             raise
-        await self._record(caller, name, arguments, out, start, {
+        await self._record(caller, name, served, arguments, out, start, {
             "status": "tool_error" if result.is_error else "ok", "content": result.structured_content})
         return result
 
-    async def _record(self, caller: Caller, name: str, arguments: Any, out: CallResult, start: float,
-                      result: dict[str, Any]) -> None:
+    async def _record(self, caller: Caller, name: str, provider: str | None, arguments: Any, out: CallResult,
+                      start: float, result: dict[str, Any]) -> None:
+        """The call's one audit row, then its one count in the metrics. `provider`: who serves `name`
+        (None: nobody; the metrics then say "unknown" rather than the caller's made-up name)."""
         _annotate_span(caller, name, out, result.get("code"))
-        if self.audit is not None:
-            await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
-                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000),
-                                    started=out.started)
+        status = result["status"]
+        try:
+            if self.audit is not None:
+                await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
+                                        result=result, duration_ms=int((time.perf_counter() - start) * 1000),
+                                        started=out.started)
+        except GatewayError:
+            status = STATUS[Code.EVENT_STORE_UNAVAILABLE]  # the caller gets no answer but this refusal
+            raise
+        finally:
+            if self.metrics is not None:
+                _count(self.metrics, name, provider, out, status, time.perf_counter() - start)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -207,6 +226,7 @@ class Pipeline:
         start = time.perf_counter()
         registered = self.registry.resource(uri)
         name = registered.action if registered is not None else "resources/read"
+        served = registered.provider.name if registered is not None else None
         try:
             if registered is None:
                 raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
@@ -226,12 +246,12 @@ class Pipeline:
         except GatewayError as e:
             if registered is not None:
                 _add_provider_data(e, registered.provider)
-            await self._record(caller, name, {"uri": uri}, out, start, {
+            await self._record(caller, name, served, {"uri": uri}, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
                 **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
             raise
-        await self._record(caller, name, {"uri": uri}, out, start, {"status": "ok", "content": {"uri": uri,
-                                                                                           "chars": len(text)}})
+        await self._record(caller, name, served, {"uri": uri}, out, start, {"status": "ok", "content": {
+            "uri": uri, "chars": len(text)}})
         return types.ReadResourceResult(contents=[
             types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
 
@@ -271,6 +291,14 @@ class Pipeline:
         return decision
 
 
+def _count(metrics: CallMetrics, name: str, provider: str | None, out: CallResult, status: str,
+           seconds: float) -> None:
+    d = out.decision
+    metrics.call(provider or "unknown", name if provider is not None else "unknown",
+                 "none" if d is None else ("allow" if d.allowed else "deny"), status, seconds,
+                 None if d is None else d.latency_us, [(o.bucket, o.unavailable) for o in out.limits if not o.allowed])
+
+
 def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:
     try:
         extra = provider.error_data(str(e.code), e.message)
@@ -300,4 +328,4 @@ def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str |
                      rate_bucket=refused or [o.bucket for o in out.limits] or None, error_type=error_code)
 
 
-__all__ = ["CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of", "to_result"]
+__all__ = ["CallMetrics", "CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of", "to_result"]

@@ -25,6 +25,7 @@ from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
 from gateway.errors import Code, GatewayError
+from gateway.metrics import Metrics
 from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
@@ -106,7 +107,9 @@ def make_authenticator(config: GatewayConfig, secret: bytes | None = None) -> tu
                                     freshness=config.auth_freshness), users=users), secret
 
 
-def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
+def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
+                   metrics_dir: str | Path | None = None) -> tuple[Services, bytes]:
+    """`metrics_dir`: set by a worker process (gateway/workers.py): its fleet's shared metrics."""
     authenticator, secret = make_authenticator(config)
     vault = open_configured_vault(config)  # the serving loop's own (a Supabase pool binds to its loop)
 
@@ -136,16 +139,20 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
-    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
+    metrics = None if config.metrics == "off" else Metrics(access=config.metrics, multiprocess_dir=metrics_dir)
+    return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
+                    metrics=metrics), secret
 
 
-def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
-    services, secret = build_services(config, providers=providers)
+def build_app(config: GatewayConfig, *, providers: list[Any] | None = None,
+              metrics_dir: str | Path | None = None) -> tuple[Any, Services, bytes]:
+    services, secret = build_services(config, providers=providers, metrics_dir=metrics_dir)
     provider = setup_tracing(msgspec.structs.replace(config.tracing, service_version=VERSION),
                              scrubber=services.redactor)
     app = create_app(services, allowed_hosts=list(config.allowed_hosts),
                      allowed_origins=list(config.allowed_origins), max_body_bytes=config.max_body_bytes,
-                     health_timeout_s=config.health_timeout_s, tracer_provider=provider)
+                     health_timeout_s=config.health_timeout_s, health_cache_s=config.health_cache_s,
+                     tracer_provider=provider)
     return app, services, secret
 
 

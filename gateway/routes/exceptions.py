@@ -11,7 +11,6 @@ approval whose row cannot be written is withdrawn and answered 503.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,7 @@ async def _refuse(events: LifecycleEvents, e: Refused, actor: Caller, step: str)
 
 
 async def _reload(services: Services) -> dict[str, Any]:
-    ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.engine.reload)
+    ok, issues = await services.reload_policies()
     status = services.engine.status()
     return {"reloaded": ok, "revision": status["revision"], "reload_issues": [str(i) for i in issues],
             "active": status["exceptions"]["active"], "refused": status["exceptions"]["refused"]}
