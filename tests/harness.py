@@ -112,7 +112,9 @@ class GatewayProcess:
         return "\n".join(lines[-n:])
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/health", timeout=10).json()
+        """The readiness report (rate limiter, events with the outbox): uncached and anonymous,
+        unlike GET /health, whose detail needs a token and is a cached probe of every provider."""
+        return httpx.get(self.url + "/health/ready", timeout=10).json()
 
 
 @contextlib.contextmanager

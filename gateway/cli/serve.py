@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--events-outbox-max", type=int, default=None,
                        help="unshipped events the Postgres outbox may hold before new calls are refused")
     serve.add_argument("--demo-tokens", action="store_true", help="print one demo token per role")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="N server processes on one socket (default 1); more than 1 needs --limiter redis")
     serve.add_argument("--omega-backend", choices=("sqlite", "postgres"), default=None,
                        help="Pulse Omega database (default: embedded sqlite with demo data)")
     serve.add_argument("--omega-database-url", default=None,
@@ -69,7 +71,8 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
         "redis_url": getattr(args, "redis_url", None), "vault": getattr(args, "vault", None),
         "events": getattr(args, "events", None), "database_url": getattr(args, "database_url", None),
         "events_durability": getattr(args, "events_durability", None),
-        "events_outbox_max": getattr(args, "events_outbox_max", None)}.items() if v is not None}
+        "events_outbox_max": getattr(args, "events_outbox_max", None),
+        "workers": getattr(args, "workers", None)}.items() if v is not None}
     omega = {k: v for k, v in {"backend": getattr(args, "omega_backend", None),
                                "database_url": getattr(args, "omega_database_url", None)}.items() if v is not None}
     if omega:
@@ -86,12 +89,17 @@ def config_from(args: argparse.Namespace) -> GatewayConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.serve import ROLES, build_app, demo_user_id, mint_token
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from(args)
+    if config.workers != 1:
+        from gateway.cli.workers import run_workers
+
+        return run_workers(config, demo_tokens=args.demo_tokens)
+
+    import uvicorn
+
+    from gateway.serve import build_app
+
     app, services, secret = build_app(config)
     server = uvicorn.Server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
@@ -100,12 +108,18 @@ def run_serve(args: argparse.Namespace) -> int:
     url = f"http://{config.host}:{config.port}"
     print(f"opsgate {url}/mcp  policy revision {services.engine.bundle.revision}", flush=True)
     if args.demo_tokens:
-        print("demo tokens (development signing key from the embedded vault; valid 12 h):", flush=True)
-        for role in ROLES:
-            token = mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
-            print(f"  {role:13} {token}", flush=True)
+        print_demo_tokens(config, secret)
     server.run()
     return 0 if server.started else 3  # as uvicorn.run: it has logged why (say, the port is taken)
+
+
+def print_demo_tokens(config: GatewayConfig, secret: bytes) -> None:
+    from gateway.serve import ROLES, demo_user_id, mint_token
+
+    print("demo tokens (development signing key from the embedded vault; valid 12 h):", flush=True)
+    for role in ROLES:
+        token = mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
+        print(f"  {role:13} {token}", flush=True)
 
 
 def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvicorn.Config:
