@@ -63,19 +63,24 @@ def shared_token(states: Sequence[Path]) -> str:
     return mint_token(secret.encode(), issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
 
 
-def start(module: str, mode: str, *, policies: Path, state: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m <module> --serve <mode> --port P --policies ... --state-dir ...`, once it listens."""
+def start(module: str, mode: str, *, policies: Path, state: Path,
+          extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m <module> --serve <mode> --port P --policies ... --state-dir ... <extra>`, once it listens."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", module, "--serve", mode, "--port", str(port),
-                             "--policies", str(policies), "--state-dir", str(state)],
+                             "--policies", str(policies), "--state-dir", str(state), *extra],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    # A fleet listens before its workers serve: it says when they all do (bench/gateway_server.py).
+    serving = state / "serving" if "--workers" in extra else None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"http://127.0.0.1:{port}/mcp"
+            if serving is None or serving.exists():
+                return proc, f"http://127.0.0.1:{port}/mcp"
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{module} {mode} server did not start")
 
@@ -95,29 +100,36 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers(module: str, modes: Sequence[str], tmp: Path) -> Iterator[Servers]:
+def servers(module: str, modes: Sequence[str], tmp: Path, extra: Sequence[str] = ()) -> Iterator[Servers]:
     """One `start(module, mode)` server per mode, on the bench bundle, each with its own state dir
-    sharing one signing key; stopped on exit."""
+    sharing one signing key; stopped on exit. `extra`: more arguments for every server."""
     policies = bench_policies(tmp)
-    states = {mode: tmp / f"state-{mode}" for mode in modes}
+    tag = "-".join(a.strip("-") for a in extra)
+    states = {mode: tmp / f"state-{mode}{'-' + tag if tag else ''}" for mode in modes}
     token = shared_token(list(states.values()))
     started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
         for mode in modes:
-            started[mode] = start(module, mode, policies=policies, state=states[mode])
+            started[mode] = start(module, mode, policies=policies, state=states[mode], extra=extra)
         yield Servers(token, {m: url for m, (_, url) in started.items()},
                       {m: proc.pid for m, (proc, _) in started.items()})
     finally:
         stop([proc for proc, _ in started.values()])
 
 
-def serve_forever(app: Any, port: int) -> None:
+def server(app: Any, port: int) -> Any:
+    """The uvicorn.Server every bench server runs (one process, or each worker of a fleet)."""
     import logging
 
     import uvicorn
 
     logging.getLogger("mcp").setLevel(logging.WARNING)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")
+    return uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop",
+                                         http="httptools"))
+
+
+def serve_forever(app: Any, port: int) -> None:
+    server(app, port).run()
 
 
 @contextlib.asynccontextmanager
@@ -201,4 +213,4 @@ def paired_added(xs: list[float], base: list[float]) -> float:
 
 
 __all__ = ["Caller", "Servers", "bench_policies", "cpu_ms", "free_port", "loaded", "median", "paired", "paired_added",
-           "pct", "serve_forever", "servers", "session", "shared_token", "start", "stop"]
+           "pct", "serve_forever", "server", "servers", "session", "shared_token", "start", "stop"]

@@ -159,6 +159,7 @@ class _Supervisor:
     target: Callable[[Any, WorkerEnv], Any]
     argument: Any
     metrics_dir: Path
+    on_serving: Callable[[], None] | None = None
     slots: dict[int, _Slot] = field(default_factory=dict)
     deaths: deque[float] = field(default_factory=deque)
     stopping: bool = False
@@ -237,6 +238,10 @@ class _Supervisor:
         if slot.reload_pending:
             slot.reload_pending = False
             os.kill(slot.process.pid, signal.SIGHUP)
+        if len(self.slots) == self.workers and all(s.serving for s in self.slots.values()):
+            log.info("%d workers serving", self.workers)
+            if self.on_serving is not None:
+                self.on_serving()
         return None
 
     def _exited(self, index: int) -> int | None:
@@ -284,11 +289,12 @@ class _Supervisor:
 
 
 def supervise(sock: socket.socket, *, workers: int, target: Callable[[Any, WorkerEnv], Any], argument: Any,
-              metrics_dir: Path) -> int:
-    """Run `workers` processes of `target(argument, env)` on `sock` until stopped; the exit code."""
+              metrics_dir: Path, on_serving: Callable[[], None] | None = None) -> int:
+    """Run `workers` processes of `target(argument, env)` on `sock` until stopped; the exit code.
+    `on_serving` is called (in this process) whenever every worker is serving again."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    return _Supervisor(sock, workers, target, argument, metrics_dir).run()
+    return _Supervisor(sock, workers, target, argument, metrics_dir, on_serving).run()
 
 
 __all__ = ["MAX_RESTARTS", "RESTART_WINDOW_S", "STOP_GRACE_S", "WorkerEnv", "listen", "metrics_dir", "supervise"]
