@@ -7,7 +7,9 @@ depend on each other's order.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,19 @@ async def test_metrics_off_and_open(tmp_path: Path, access: str, anonymous_statu
     with running_gateway(config, providers=[EchoProvider()]) as gw:
         assert scrape(gw.url, None).status_code == anonymous_status
         assert scrape(gw.url, gw.token("ops_admin")).status_code == anonymous_status
+
+
+async def test_outbox_backlog_is_the_journal_s_while_postgres_is_away(tmp_path: Path) -> None:
+    config = GatewayConfig(state_dir=str(tmp_path / "state"), events="postgres",
+                           database_url="postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    with running_gateway(config, providers=[EchoProvider()]) as gw:
+        before = samples(gw)
+        for i in range(5):  # ops_admin: no rate tier applies
+            assert await _call(gw, gw.token("ops_admin"), "echo.ping", {"message": f"m{i}"}) == "OK"
+        after = samples(gw)
+        assert value(after, "opsgate_events_outbox_backlog") == value(before, "opsgate_events_outbox_backlog") + 5
+        assert value(after, "opsgate_event_store_up", store="outbox") == 1  # calls still work: they are journaled
+        deadline = time.monotonic() + 30
+        while value(samples(gw), "opsgate_event_store_degraded") != 1:  # once the shipper has failed
+            assert time.monotonic() < deadline, "the outbox never reported Postgres away"
+            await asyncio.sleep(0.1)
