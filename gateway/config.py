@@ -5,7 +5,7 @@ The environment is read in the CLI only (and never for secrets: those live in th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -58,9 +58,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # opsgate_metrics_token as a static scrape credential), "open" (anyone who reaches the port), "off".
     metrics: Literal["off", "open", "token"] = "token"
     # Server processes sharing the listening socket and the state dir; more than 1 needs limiter = "redis".
-    workers: int = 1
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
     # Seconds one health probe of every provider answers GET /health for; probes run one at a time.
-    health_cache_s: float = 5.0
+    health_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
 
 __all__ = ["GatewayConfig"]
