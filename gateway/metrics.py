@@ -26,6 +26,7 @@ its aggregates in the memory of each process and has no cross-process aggregatio
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -102,6 +103,7 @@ class Metrics:
                                "(it kept its previous bundle), else 1.", multiprocess_mode="livemin", registry=reg)
         self._children: dict[tuple[str, ...], Any] = {}
         self._revision: str | None = None
+        self._policy_lock = threading.Lock()  # reloads run in executor threads, scrapes on the loop
 
     # -- a call's outcome: the pipeline's one report -----------------------------------------------
 
@@ -128,16 +130,17 @@ class Metrics:
         """Publish this process's bundle state; `reloaded`: the result of a reload just attempted."""
         if reloaded is not None:
             self.reloads.labels("ok" if reloaded else "refused").inc()
-        revision = engine.bundle.revision
-        if revision != self._revision:
-            if self._revision is not None:
-                if self.multiprocess_dir is None:
-                    self.bundle.remove(self._revision)
-                else:  # series cannot be removed from the shared files: 0 says "no longer in force"
-                    self.bundle.labels(self._revision).set(0)
-            self.bundle.labels(revision).set(1)
-            self._revision = revision
-        self.reload_ok.set(0 if engine.last_error is not None else 1)
+        with self._policy_lock:
+            revision = engine.bundle.revision
+            if revision != self._revision:
+                if self._revision is not None:
+                    if self.multiprocess_dir is None:
+                        self.bundle.remove(self._revision)
+                    else:  # series cannot be removed from the shared files: 0 says "no longer in force"
+                        self.bundle.labels(self._revision).set(0)
+                self.bundle.labels(revision).set(1)
+                self._revision = revision
+            self.reload_ok.set(0 if engine.last_error is not None else 1)
 
     # -- a scrape ----------------------------------------------------------------------------------
 
