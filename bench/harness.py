@@ -183,15 +183,26 @@ async def paired(urls: dict[str, str], pids: dict[str, int], token: str, n: int,
     return lat
 
 
-async def loaded(url: str, token: str, n: int, concurrency: int) -> tuple[list[float], float]:
-    """n calls from `concurrency` sessions at once: their latencies, and calls/s."""
+async def loaded(url: str, token: str, n: int, concurrency: int,
+                 unavailable: list[str] | None = None) -> tuple[list[float], float]:
+    """n calls from `concurrency` sessions at once: the latencies of those answered, and answered
+    calls/s. With `unavailable`, a call the gateway refused because its rate limiter did not answer
+    in time is listed there instead of ending the run (the limiter fails closed)."""
+    from mcp.shared.exceptions import MCPError
+
     latencies: list[float] = []
 
     async def worker() -> None:
         async with session(url, token) as c:
             caller = Caller(c)
             for _ in range(n // concurrency):
-                latencies.append(await caller.timed())
+                try:
+                    latencies.append(await caller.timed())
+                except MCPError as e:
+                    data = e.error.data if isinstance(e.error.data, dict) else {}
+                    if unavailable is None or not data.get("limiter_error"):
+                        raise
+                    unavailable.append(data["limiter_error"])
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
