@@ -20,12 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -132,8 +133,23 @@ def serve_forever(app: Any, port: int) -> None:
     server(app, port).run()
 
 
+async def answered(call: Awaitable[T], unavailable: list[str] | None) -> T | None:
+    """The call's result; with `unavailable`, None for a call the gateway refused because its rate
+    limiter did not answer in time (the limiter fails closed), the reason listed there."""
+    from mcp.shared.exceptions import MCPError
+
+    try:
+        return await call
+    except MCPError as e:
+        data = e.error.data if isinstance(e.error.data, dict) else {}
+        if unavailable is None or not data.get("limiter_error"):
+            raise
+        unavailable.append(data["limiter_error"])
+        return None
+
+
 @contextlib.asynccontextmanager
-async def session(url: str, token: str) -> AsyncIterator[Any]:
+async def session(url: str, token: str, unavailable: list[str] | None = None) -> AsyncIterator[Any]:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -141,7 +157,7 @@ async def session(url: str, token: str) -> AsyncIterator[Any]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
     async with http, Client(streamable_http_client(url, http_client=http), mode="auto") as c:
         for _ in range(3):
-            await c.call_tool("echo.ping", {"message": "warm"})
+            await answered(c.call_tool("echo.ping", {"message": "warm"}), unavailable)
         yield c
 
 
@@ -188,21 +204,15 @@ async def loaded(url: str, token: str, n: int, concurrency: int,
     """n calls from `concurrency` sessions at once: the latencies of those answered, and answered
     calls/s. With `unavailable`, a call the gateway refused because its rate limiter did not answer
     in time is listed there instead of ending the run (the limiter fails closed)."""
-    from mcp.shared.exceptions import MCPError
-
     latencies: list[float] = []
 
     async def worker() -> None:
-        async with session(url, token) as c:
+        async with session(url, token, unavailable) as c:
             caller = Caller(c)
             for _ in range(n // concurrency):
-                try:
-                    latencies.append(await caller.timed())
-                except MCPError as e:
-                    data = e.error.data if isinstance(e.error.data, dict) else {}
-                    if unavailable is None or not data.get("limiter_error"):
-                        raise
-                    unavailable.append(data["limiter_error"])
+                latency = await answered(caller.timed(), unavailable)
+                if latency is not None:
+                    latencies.append(latency)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
