@@ -60,7 +60,10 @@ class Services:
         with worker processes every other worker's too, through the supervisor."""
         ok, issues = await asyncio.get_running_loop().run_in_executor(None, self.reload_here)
         if ok and self.reload_workers is not None:
-            self.reload_workers()
+            try:
+                self.reload_workers()
+            except OSError as e:  # the supervisor is gone; this worker stops by itself soon
+                log.error("could not ask the other workers to reload: %s", e)
         return ok, issues
 
     async def http_caller(self, request: Request[Any, Any, Any], *, action: str) -> Caller:
