@@ -1,7 +1,7 @@
 """Governance overhead: the same server and client with governance on (auth, decision, tier,
 limiter) and off, calling a no-op tool over real HTTP with the real mcp client.
 
-    .venv/bin/python bench/gateway.py [--json] [--calls N] [--rounds R]
+    .venv/bin/python bench/gateway.py [--json] [--calls N] [--rounds R] [--workers N]
 
 Each server runs in its own process (uvicorn, uvloop, httptools) so the client does not share
 its GIL. Every call sends a message the server has not seen (no cache can answer it from an
@@ -10,6 +10,10 @@ in turn, so "paired added p50" (the median of the per-pair differences) and "add
 (the server's extra CPU time per call) hold steady on this shared machine, where a difference of
 two medians swings by a millisecond between runs. Concurrency 32: servers alternate in blocks.
 Targets (issue 3): governance adds <= 0.5 ms at p50 over bare; governed throughput >= 70% of bare.
+
+`--workers N` adds a concurrency-32 row with N worker processes per server (`opsgate serve
+--workers N`'s supervisor; governed workers share the Redis limiter, so Redis must be up), beside
+the one-process row: what using more cores gains, measured. The client is one process either way.
 """
 
 from __future__ import annotations
@@ -70,25 +74,53 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
            "added_p50_ms": pct(g32, 0.5) - pct(b32, 0.5), "governed_p99_ms": pct(g32, 0.99),
            "bare_p99_ms": pct(b32, 0.99), "p50_ratio": pct(g32, 0.5) / pct(b32, 0.5), "governed_calls_s": gt,
            "bare_calls_s": bt, "throughput_ratio": gt / bt}
+    c32["workers"] = 1
     return {"calls_per_cell": calls, "rounds": rounds, "cells": [c1, c32], "targets": {
         "governance adds <= 0.5 ms at p50, c=1 (paired median)": c1["paired_added_p50_ms"] <= 0.5,
         "governance adds <= 0.5 ms at p50, c=1 (p50 on - p50 off)": c1["added_p50_ms"] <= 0.5,
         f"governed throughput >= 70% of bare, c={LOADED}": c32["throughput_ratio"] >= 0.7}}
 
 
+def measure_fleet(calls: int, rounds: int, workers: int) -> dict[str, Any]:
+    """Concurrency 32 against servers of `workers` processes each, modes alternating in blocks."""
+    tmp = Path(tempfile.mkdtemp(prefix="opsgate-bench-fleet-"))
+    lat: dict[str, list[float]] = {m: [] for m in MODES}
+    tput: dict[str, list[float]] = {m: [] for m in MODES}
+    unavailable: list[str] = []  # governed calls refused because Redis did not answer within its timeout
+    try:
+        with servers("bench.gateway_server", MODES, tmp, extra=["--workers", str(workers)]) as fleet:
+            for r in range(rounds):
+                for m in MODES[r % 2:] + MODES[:r % 2]:
+                    xs, rate = asyncio.run(loaded(fleet.urls[m], fleet.token, calls // rounds, LOADED, unavailable))
+                    lat[m] += xs
+                    tput[m].append(rate)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    g, b = lat["governed"], lat["bare"]
+    gt, bt = median(tput["governed"]), median(tput["bare"])
+    return {"concurrency": LOADED, "workers": workers, "governed_p50_ms": pct(g, 0.5), "bare_p50_ms": pct(b, 0.5),
+            "governed_p99_ms": pct(g, 0.99), "bare_p99_ms": pct(b, 0.99), "governed_calls_s": gt, "bare_calls_s": bt,
+            "throughput_ratio": gt / bt, "limiter_unavailable": len(unavailable)}
+
+
 def render(r: dict[str, Any]) -> str:
-    c1, c32 = r["cells"]
+    c1, c32, *fleets = r["cells"]
     lines = [f"{'conc':>4} {'gov p50':>9} {'bare p50':>9} {'added':>8} {'paired added':>13} {'gov p99':>9} "
              f"{'bare p99':>9} {'p50 x':>6} {'added cpu/call':>15}",
              f"{1:>4} {c1['governed_p50_ms']:>7.2f}ms {c1['bare_p50_ms']:>7.2f}ms {c1['added_p50_ms']:>6.2f}ms "
              f"{c1['paired_added_p50_ms']:>11.3f}ms {c1['governed_p99_ms']:>7.2f}ms {c1['bare_p99_ms']:>7.2f}ms "
              f"{c1['p50_ratio']:>6.2f} {c1['added_cpu_ms_per_call']:>13.3f}ms",
              "",
-             f"{'conc':>4} {'gov p50':>9} {'bare p50':>9} {'gov p99':>9} {'bare p99':>9} {'gov c/s':>8} "
-             f"{'bare c/s':>8} {'tput %':>7}",
-             f"{c32['concurrency']:>4} {c32['governed_p50_ms']:>7.2f}ms {c32['bare_p50_ms']:>7.2f}ms "
-             f"{c32['governed_p99_ms']:>7.2f}ms {c32['bare_p99_ms']:>7.2f}ms {c32['governed_calls_s']:>8.0f} "
-             f"{c32['bare_calls_s']:>8.0f} {100 * c32['throughput_ratio']:>6.1f}%", ""]
+             f"{'conc':>4} {'workers':>7} {'gov p50':>9} {'bare p50':>9} {'gov p99':>9} {'bare p99':>9} "
+             f"{'gov c/s':>8} {'bare c/s':>8} {'tput %':>7}"]
+    lines += [f"{c['concurrency']:>4} {c['workers']:>7} {c['governed_p50_ms']:>7.2f}ms {c['bare_p50_ms']:>7.2f}ms "
+              f"{c['governed_p99_ms']:>7.2f}ms {c['bare_p99_ms']:>7.2f}ms {c['governed_calls_s']:>8.0f} "
+              f"{c['bare_calls_s']:>8.0f} {100 * c['throughput_ratio']:>6.1f}%" for c in (c32, *fleets)]
+    for c in fleets:
+        lines.append(f"{c['workers']} workers vs 1: governed {c['governed_calls_s'] / c32['governed_calls_s']:.2f}x, "
+                     f"bare {c['bare_calls_s'] / c32['bare_calls_s']:.2f}x calls/s; governed calls refused because "
+                     f"Redis did not answer in time: {c['limiter_unavailable']}")
+    lines.append("")
     lines += [f"target {name}: {'PASS' if ok else 'FAIL'}" for name, ok in r["targets"].items()]
     return "\n".join(lines)
 
@@ -98,8 +130,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     ap.add_argument("--calls", type=int, default=1800, help="calls per server per concurrency")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="also measure c=32 with this many worker processes")
     a = ap.parse_args()
     result = measure(a.calls, a.rounds)
+    if a.workers > 1:
+        result["cells"].append(measure_fleet(a.calls, a.rounds, a.workers))
     print(json.dumps(result) if a.json else render(result))
 
 

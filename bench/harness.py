@@ -20,12 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -63,19 +64,24 @@ def shared_token(states: Sequence[Path]) -> str:
     return mint_token(secret.encode(), issuer="opsgate-dev", user_id=demo_user_id("ops_viewer"), role="ops_viewer")
 
 
-def start(module: str, mode: str, *, policies: Path, state: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m <module> --serve <mode> --port P --policies ... --state-dir ...`, once it listens."""
+def start(module: str, mode: str, *, policies: Path, state: Path,
+          extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m <module> --serve <mode> --port P --policies ... --state-dir ... <extra>`, once it listens."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", module, "--serve", mode, "--port", str(port),
-                             "--policies", str(policies), "--state-dir", str(state)],
+                             "--policies", str(policies), "--state-dir", str(state), *extra],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    # A fleet listens before its workers serve: it says when they all do (bench/gateway_server.py).
+    serving = state / "serving" if "--workers" in extra else None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"http://127.0.0.1:{port}/mcp"
+            if serving is None or serving.exists():
+                return proc, f"http://127.0.0.1:{port}/mcp"
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{module} {mode} server did not start")
 
@@ -95,33 +101,55 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers(module: str, modes: Sequence[str], tmp: Path) -> Iterator[Servers]:
+def servers(module: str, modes: Sequence[str], tmp: Path, extra: Sequence[str] = ()) -> Iterator[Servers]:
     """One `start(module, mode)` server per mode, on the bench bundle, each with its own state dir
-    sharing one signing key; stopped on exit."""
+    sharing one signing key; stopped on exit. `extra`: more arguments for every server."""
     policies = bench_policies(tmp)
-    states = {mode: tmp / f"state-{mode}" for mode in modes}
+    tag = "-".join(a.strip("-") for a in extra)
+    states = {mode: tmp / f"state-{mode}{'-' + tag if tag else ''}" for mode in modes}
     token = shared_token(list(states.values()))
     started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
         for mode in modes:
-            started[mode] = start(module, mode, policies=policies, state=states[mode])
+            started[mode] = start(module, mode, policies=policies, state=states[mode], extra=extra)
         yield Servers(token, {m: url for m, (_, url) in started.items()},
                       {m: proc.pid for m, (proc, _) in started.items()})
     finally:
         stop([proc for proc, _ in started.values()])
 
 
-def serve_forever(app: Any, port: int) -> None:
+def server(app: Any, port: int) -> Any:
+    """The uvicorn.Server every bench server runs (one process, or each worker of a fleet)."""
     import logging
 
     import uvicorn
 
     logging.getLogger("mcp").setLevel(logging.WARNING)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")
+    return uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop",
+                                         http="httptools"))
+
+
+def serve_forever(app: Any, port: int) -> None:
+    server(app, port).run()
+
+
+async def answered(call: Awaitable[T], unavailable: list[str] | None) -> T | None:
+    """The call's result; with `unavailable`, None for a call the gateway refused because its rate
+    limiter did not answer in time (the limiter fails closed), the reason listed there."""
+    from mcp.shared.exceptions import MCPError
+
+    try:
+        return await call
+    except MCPError as e:
+        data = e.error.data if isinstance(e.error.data, dict) else {}
+        if unavailable is None or not data.get("limiter_error"):
+            raise
+        unavailable.append(data["limiter_error"])
+        return None
 
 
 @contextlib.asynccontextmanager
-async def session(url: str, token: str) -> AsyncIterator[Any]:
+async def session(url: str, token: str, unavailable: list[str] | None = None) -> AsyncIterator[Any]:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -129,7 +157,7 @@ async def session(url: str, token: str) -> AsyncIterator[Any]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
     async with http, Client(streamable_http_client(url, http_client=http), mode="auto") as c:
         for _ in range(3):
-            await c.call_tool("echo.ping", {"message": "warm"})
+            await answered(c.call_tool("echo.ping", {"message": "warm"}), unavailable)
         yield c
 
 
@@ -171,15 +199,20 @@ async def paired(urls: dict[str, str], pids: dict[str, int], token: str, n: int,
     return lat
 
 
-async def loaded(url: str, token: str, n: int, concurrency: int) -> tuple[list[float], float]:
-    """n calls from `concurrency` sessions at once: their latencies, and calls/s."""
+async def loaded(url: str, token: str, n: int, concurrency: int,
+                 unavailable: list[str] | None = None) -> tuple[list[float], float]:
+    """n calls from `concurrency` sessions at once: the latencies of those answered, and answered
+    calls/s. With `unavailable`, a call the gateway refused because its rate limiter did not answer
+    in time is listed there instead of ending the run (the limiter fails closed)."""
     latencies: list[float] = []
 
     async def worker() -> None:
-        async with session(url, token) as c:
+        async with session(url, token, unavailable) as c:
             caller = Caller(c)
             for _ in range(n // concurrency):
-                latencies.append(await caller.timed())
+                latency = await answered(caller.timed(), unavailable)
+                if latency is not None:
+                    latencies.append(latency)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -201,4 +234,4 @@ def paired_added(xs: list[float], base: list[float]) -> float:
 
 
 __all__ = ["Caller", "Servers", "bench_policies", "cpu_ms", "free_port", "loaded", "median", "paired", "paired_added",
-           "pct", "serve_forever", "servers", "session", "shared_token", "start", "stop"]
+           "pct", "serve_forever", "server", "servers", "session", "shared_token", "start", "stop"]

@@ -15,8 +15,10 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.edge import Edge, EdgeMiddleware
 from gateway.exception_trust import exceptions_ready, watch_exceptions
+from gateway.health_cache import HealthCache
 from gateway.mcp_app import McpEndpoint, build_server, caller_from_scope, session_manager
 from gateway.routes import ROUTES
+from gateway.routes.health import aggregate
 from gateway.services import Services
 from otel.tracing import OpsgateTracerProvider, use_provider
 
@@ -25,6 +27,7 @@ VERSION = "0.1.0"
 
 
 def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
+               health_cache_s: float = 5.0,
                tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, max_body_bytes=max_body_bytes)
@@ -74,12 +77,13 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
     app.state.services = services
     app.state.edge = edge
     app.state.health_timeout_s = health_timeout_s
+    app.state.health_cache = HealthCache(lambda: aggregate(services, health_timeout_s), max_age_s=health_cache_s)
     logging.getLogger("mcp").setLevel(logging.WARNING)  # else every stateless request logs a line
     return app
 
 
 def _reload(services: Services) -> Any:
-    ok, issues = services.engine.reload()
+    ok, issues = services.reload_here()
     if ok:
         log.info("policy bundle reloaded: revision %s", services.engine.bundle.revision)
     else:

@@ -161,7 +161,7 @@ def held_back(services: Any) -> bool:
 
 
 async def _reload(services: Any) -> None:
-    ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.engine.reload)
+    ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.reload_here)
     if not ok:
         log.error("policy bundle refused while loading exceptions: %s", "; ".join(str(i) for i in issues))
 

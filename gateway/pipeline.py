@@ -50,6 +50,13 @@ class RateLimiter(Protocol):
     async def hit_all(self, user: str, provider: str, tiers: Sequence[Any]) -> list[Any]: ...
 
 
+class CallMetrics(Protocol):
+    """Where each call's outcome is counted (gateway/metrics.py): told once per call, by _record."""
+
+    def call(self, provider: str, tool: str, decision: str, status: str, seconds: float,
+             decision_us: float | None, refused: Sequence[tuple[str, bool]]) -> None: ...
+
+
 class CallResult(msgspec.Struct):
     """What a call produced besides its MCP result: the decision and rate-limit outcomes
     (for headers and the audit trail)."""
@@ -104,7 +111,8 @@ STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code
 class Pipeline:
     def __init__(self, engine: Engine, registry: Registry, limiter: RateLimiter | None,
                  clock: Callable[[], datetime] = utcnow, audit: Audit | None = None,
-                 scrub: Callable[[str], str] | None = None, page_size: int = 100) -> None:
+                 scrub: Callable[[str], str] | None = None, page_size: int = 100,
+                 metrics: CallMetrics | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.limiter = limiter
@@ -114,6 +122,7 @@ class Pipeline:
         # errors, refusals): vault secrets never leave the gateway, even if a provider echoes one.
         self.scrub = scrub or (lambda text: text)
         self.page_size = max(1, page_size)  # tools per tools/list page; the rest follow by cursor
+        self.metrics = metrics
         self._listings: dict[tuple[str, str | None, str], tuple[float, list[types.Tool]]] = {}
 
     def visible_tools(self, caller: Caller) -> list[Registered]:
@@ -162,33 +171,44 @@ class Pipeline:
         returned as an isError result; any other is raised."""
         out = out if out is not None else CallResult()
         start = time.perf_counter()
+        registered = self.registry.get(name)
+        served = registered.provider.name if registered is not None else None
         try:
             result = await self._call(caller, name, arguments, out)
         except asyncio.CancelledError:
             # The row is written even as the call is torn down; a store that cannot take it has logged
             # that, and the call is over either way.
             with anyio.CancelScope(shield=True), contextlib.suppress(GatewayError):
-                await self._record(caller, name, arguments, out, start, CANCELLED)
+                await self._record(caller, name, served, arguments, out, start, CANCELLED)
             raise
         except GatewayError as e:
-            registered = self.registry.get(name)
             extra = _provider_data(e, registered.provider) if registered is not None else {}
-            await self._record(caller, name, arguments, out, start, _refused(e))
+            await self._record(caller, name, served, arguments, out, start, _refused(e))
             if registered is not None and e.code in MODEL_CODES:
                 return _model_error(e, extra)
             e.data = {**extra, **e.data}  # the gateway's own keys win
             raise
-        await self._record(caller, name, arguments, out, start, {
+        await self._record(caller, name, served, arguments, out, start, {
             "status": "tool_error" if result.is_error else "ok", "content": result.structured_content})
         return result
 
-    async def _record(self, caller: Caller, name: str, arguments: Any, out: CallResult, start: float,
-                      result: dict[str, Any]) -> None:
+    async def _record(self, caller: Caller, name: str, provider: str | None, arguments: Any, out: CallResult,
+                      start: float, result: dict[str, Any]) -> None:
+        """The call's one audit row, then its one count in the metrics. `provider`: who serves `name`
+        (None: nobody; the metrics then say "unknown" rather than the caller's made-up name)."""
         _annotate_span(caller, name, out, result.get("code"))
-        if self.audit is not None:
-            await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
-                                    result=result, duration_ms=int((time.perf_counter() - start) * 1000),
-                                    started=out.started, asked=out.asked)
+        status = result["status"]
+        try:
+            if self.audit is not None:
+                await self.audit.record(caller_id=caller.id, tool=name, arguments=arguments, decision=out.decision,
+                                        result=result, duration_ms=int((time.perf_counter() - start) * 1000),
+                                        started=out.started, asked=out.asked)
+        except GatewayError:
+            status = STATUS[Code.EVENT_STORE_UNAVAILABLE]  # the caller gets no answer but this refusal
+            raise
+        finally:
+            if self.metrics is not None:
+                _count(self.metrics, name, provider, out, status, time.perf_counter() - start)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
                     out: CallResult) -> types.CallToolResult:
@@ -241,6 +261,7 @@ class Pipeline:
         start = time.perf_counter()
         registered = self.registry.resource(uri)
         name = registered.action if registered is not None else "resources/read"
+        served = registered.provider.name if registered is not None else None
         try:
             if registered is None:
                 raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
@@ -260,10 +281,10 @@ class Pipeline:
         except GatewayError as e:
             if registered is not None:
                 e.data = {**_provider_data(e, registered.provider), **e.data}
-            await self._record(caller, name, {"uri": uri}, out, start, _refused(e))
+            await self._record(caller, name, served, {"uri": uri}, out, start, _refused(e))
             raise
-        await self._record(caller, name, {"uri": uri}, out, start, {"status": "ok", "content": {"uri": uri,
-                                                                                           "chars": len(text)}})
+        await self._record(caller, name, served, {"uri": uri}, out, start, {"status": "ok", "content": {
+            "uri": uri, "chars": len(text)}})
         return types.ReadResourceResult(contents=[
             types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
 
@@ -306,6 +327,14 @@ def _refused(e: GatewayError) -> dict[str, Any]:
     """The audit row's result for a refusal (the same whichever way the caller is told)."""
     return {"status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
             **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}}
+
+
+def _count(metrics: CallMetrics, name: str, provider: str | None, out: CallResult, status: str,
+           seconds: float) -> None:
+    d = out.decision
+    metrics.call(provider or "unknown", name if provider is not None else "unknown",
+                 "none" if d is None else ("allow" if d.allowed else "deny"), status, seconds,
+                 None if d is None else d.latency_us, [(o.bucket, o.unavailable) for o in out.limits if not o.allowed])
 
 
 def _provider_data(e: GatewayError, provider: ProviderBase) -> dict[str, Any]:
@@ -371,5 +400,5 @@ def _annotate_span(caller: Caller, name: str, out: CallResult, error_code: str |
                      rate_bucket=refused or [o.bucket for o in out.limits] or None, error_type=error_code)
 
 
-__all__ = ["LIST_CACHE_TTL_MS", "CallResult", "Caller", "Pipeline", "RateLimiter", "principal", "principal_of",
-           "to_result"]
+__all__ = ["LIST_CACHE_TTL_MS", "CallMetrics", "CallResult", "Caller", "Pipeline", "RateLimiter", "principal",
+           "principal_of", "to_result"]

@@ -37,6 +37,7 @@ from gateway.edge import (
 )
 from gateway.errors import Code, GatewayError
 from gateway.exception_trust import TrustSource
+from gateway.metrics import Metrics
 from gateway.pipeline import Caller
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.registry import Registry
@@ -129,7 +130,9 @@ def edge_of(config: GatewayConfig) -> Edge:
                                   config.auth_scopes))
 
 
-def build_services(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Services, bytes]:
+def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
+                   metrics_dir: str | Path | None = None) -> tuple[Services, bytes]:
+    """`metrics_dir`: set by a worker process (gateway/workers.py): its fleet's shared metrics."""
     authenticator, secret = make_authenticator(config)
     vault = open_configured_vault(config)  # the serving loop's own (a Supabase pool binds to its loop)
 
@@ -163,18 +166,21 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     runtime.audit = audit
     registry = Registry(providers if providers is not None else default_providers(config),
                         runtime=ProviderDoor(runtime))
+    metrics = None if config.metrics == "off" else Metrics(access=config.metrics, multiprocess_dir=metrics_dir)
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
                     exception_trust=trust, refusals=refusals,
                     policy_candidates=config.policy_candidates,
-                    tools_page_size=config.tools_page_size), secret
+                    tools_page_size=config.tools_page_size, metrics=metrics), secret
 
 
-def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> tuple[Any, Services, bytes]:
-    services, secret = build_services(config, providers=providers)
+def build_app(config: GatewayConfig, *, providers: list[Any] | None = None,
+              metrics_dir: str | Path | None = None) -> tuple[Any, Services, bytes]:
+    services, secret = build_services(config, providers=providers, metrics_dir=metrics_dir)
     provider = setup_tracing(msgspec.structs.replace(config.tracing, service_version=VERSION),
                              scrubber=services.redactor)
     app = create_app(services, edge=edge_of(config), max_body_bytes=config.max_body_bytes,
-                     health_timeout_s=config.health_timeout_s, tracer_provider=provider)
+                     health_timeout_s=config.health_timeout_s, health_cache_s=config.health_cache_s,
+                     tracer_provider=provider)
     return app, services, secret
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from engine import Request as Query
 from gateway.audit import Audit
 from gateway.edge import Refusals
 from gateway.errors import HTTP_STATUS, Code, GatewayError
+from gateway.metrics import Metrics
 from gateway.pipeline import Caller, Pipeline, principal_of
 from gateway.registry import Registry
+from otel.events import OutboxEventStore
 from otel.redact import Redactor
 
 log = logging.getLogger("opsgate.gateway")
@@ -39,11 +42,35 @@ class Services:
     refusals: Refusals | None = None  # requests refused at the edge, counted into audit rows
     policy_candidates: str | None = None  # GatewayConfig.policy_candidates (POST /v1/policy/diff)
     tools_page_size: int = 100  # tools per tools/list page (GatewayConfig.tools_page_size)
+    metrics: Metrics | None = None  # None: GET /metrics is off
+    # With worker processes (gateway/workers.py): asks the supervisor to reload every worker's bundle.
+    reload_workers: Callable[[], None] | None = None
     pipeline: Pipeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(self.engine, self.registry, self.limiter, self.clock, self.audit,
-                                 scrub=self.redactor.redact_text, page_size=self.tools_page_size)
+                                 scrub=self.redactor.redact_text, page_size=self.tools_page_size,
+                                 metrics=self.metrics)
+        if self.metrics is not None:
+            self.metrics.policy(self.engine)
+
+    def reload_here(self) -> tuple[bool, tuple[Any, ...]]:
+        """Reload this process's bundle (blocking: call it off the event loop); SIGHUP does this."""
+        ok, issues = self.engine.reload()
+        if self.metrics is not None:
+            self.metrics.policy(self.engine, reloaded=ok)
+        return ok, issues
+
+    async def reload_policies(self) -> tuple[bool, tuple[Any, ...]]:
+        """A reload asked over HTTP: this process's bundle now (the answer says how it went), and
+        with worker processes every other worker's too, through the supervisor."""
+        ok, issues = await asyncio.get_running_loop().run_in_executor(None, self.reload_here)
+        if ok and self.reload_workers is not None:
+            try:
+                self.reload_workers()
+            except OSError as e:  # the supervisor is gone; this worker stops by itself soon
+                log.error("could not ask the other workers to reload: %s", e)
+        return ok, issues
 
     def admin_decision(self, caller: Caller, action: str) -> None:
         """Decide the gateway action (`opsgate.decide`, `opsgate.policy.reload`) an admin route
@@ -60,6 +87,11 @@ class Services:
 
     async def events_health(self) -> dict[str, Any]:
         return await self.audit.store.health() if self.audit is not None else {"store": "none", "status": "ok"}
+
+    async def outbox_backlog(self) -> int | None:
+        """Events in the Postgres outbox's journal not yet shipped (None: no outbox)."""
+        store = self.audit.store if self.audit is not None else None
+        return await store.journal_backlog() if isinstance(store, OutboxEventStore) else None
 
     async def record_decision_api(self, caller: Caller, path: str, query: dict[str, Any], decision: Decision,
                                   duration_ms: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -115,20 +116,24 @@ class GatewayProcess:
         return "\n".join(lines[-n:])
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/health", timeout=10).json()
+        """The readiness report (rate limiter, events with the outbox): uncached and anonymous,
+        unlike GET /health, whose detail needs a token and is a cached probe of every provider."""
+        return httpx.get(self.url + "/health/ready", timeout=10).json()
 
 
 @contextlib.contextmanager
-def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> Iterator[GatewayProcess]:
+def serving_process(module_argv: list[str], port: int, log: Path, name: str, *,
+                    own_group: bool = False, start_s: float = 30) -> Iterator[GatewayProcess]:
     """`python -m <module_argv>` serving on `port`, yielded once GET /health/live answers;
-    terminated (killed if it will not stop) afterwards."""
+    terminated (killed if it will not stop) afterwards. `own_group`: in a process group of its own
+    (as a terminal's job is: Ctrl-C reaches every process in it), ended as a group."""
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", *module_argv], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=own_group)
     gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_s
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"gateway {name} exited with {proc.returncode}:\n{gw.log_tail()}")
@@ -136,7 +141,7 @@ def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> 
                 if httpx.get(gw.url + "/health/live", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"gateway {name} not live after 30 s:\n{gw.log_tail()}")
+                raise AssertionError(f"gateway {name} not live after {start_s:g} s:\n{gw.log_tail()}")
             time.sleep(0.05)
         yield gw
     finally:
@@ -147,6 +152,9 @@ def serving_process(module_argv: list[str], port: int, log: Path, name: str) -> 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if own_group:  # whatever of the group outlived its leader
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def refusal_code(result: Any) -> str | None:

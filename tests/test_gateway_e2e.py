@@ -186,8 +186,9 @@ async def test_rate_limit_with_headers(tmp_path: Path, mode: str) -> None:
 
 
 async def test_health_aggregates_concurrently_and_bounds_each_provider(gw: RunningGateway) -> None:
+    viewer = {"Authorization": f"Bearer {gw.token('ops_viewer')}"}
     async with httpx.AsyncClient(base_url=gw.url) as http:
-        body = (await http.get("/health")).json()
+        body = (await http.get("/health", headers=viewer)).json()
         by_name = {p["provider"]: p for p in body["providers"]}
         assert by_name["echo"]["status"] == "ok" and by_name["echo"]["error"] is None
         assert by_name["slow"]["status"] == "degraded" and "0.5s" in by_name["slow"]["error"]

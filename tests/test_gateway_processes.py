@@ -185,7 +185,7 @@ async def test_unreachable_redis_fails_closed_but_untiered_calls_pass(tmp_path: 
         assert not result.is_error and result.structured_content["message"] == "still here"
 
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
-            health = (await http.get("/health")).json()
+            health = (await http.get("/health", headers={"Authorization": f"Bearer {admin}"})).json()
             assert health["rate_limiter"]["ok"] is False and health["rate_limiter"]["backend"] == "redis"
             assert "rate limiter unavailable" in health["rate_limiter"]["error"]
             assert health["status"] != "ok"

@@ -268,7 +268,8 @@ async def test_health_down(gw: RunningGateway, cloud: NetdataCloudImitation, sta
     health = await ok(gw, "ops_viewer", "netdata.health", {})
     assert health["status"] == "down" and "500" in health["error"]
     async with httpx.AsyncClient() as http:
-        report = (await http.get(gw.url + "/health")).json()
+        viewer = {"Authorization": f"Bearer {gw.token('ops_viewer')}"}  # detail needs a token
+        report = (await http.get(gw.url + "/health", headers=viewer)).json()
     assert {p["provider"]: p["status"] for p in report["providers"]}["netdata"] == "down"
 
 

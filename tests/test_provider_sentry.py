@@ -287,7 +287,8 @@ async def test_health_down_on_failure(gw: RunningGateway, upstream: SentryImitat
     health = await ok(gw, "ops_viewer", "sentry.health", {})
     assert health["status"] == "down" and "401" in health["error"] and "sntrys_revoked" not in health["error"]
     async with httpx.AsyncClient() as http:  # the gateway's aggregate shows it too
-        report = (await http.get(gw.url + "/health")).json()
+        viewer = {"Authorization": f"Bearer {gw.token('ops_viewer')}"}  # detail needs a token
+        report = (await http.get(gw.url + "/health", headers=viewer)).json()
     assert {p["provider"]: p["status"] for p in report["providers"]}["sentry"] == "down"
 
 

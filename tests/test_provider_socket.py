@@ -295,7 +295,8 @@ async def test_gateway_health_aggregates_socket(gw: RunningGateway) -> None:
     import httpx
 
     async with httpx.AsyncClient() as http:
-        report = (await http.get(gw.url + "/health")).json()
+        viewer = {"Authorization": f"Bearer {gw.token('ops_viewer')}"}  # detail needs a token
+        report = (await http.get(gw.url + "/health", headers=viewer)).json()
     socket = next(p for p in report["providers"] if p["provider"] == "socket")
     assert socket["status"] == "ok"
 

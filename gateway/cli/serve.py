@@ -75,15 +75,23 @@ def gateway_settings(p: argparse.ArgumentParser, *, http: bool) -> None:
             "a provider's API base URL instead of the vendor's (repeatable); the egress allowlist must permit it",
             pairs=True, metavar="PROVIDER=URL")
     setting(p, "--upstream", "provider_urls", "", pairs=True, replaced_by="--provider-url")
+    if http:
+        setting(p, "--workers", "workers", "server processes on one socket; more than 1 needs --limiter redis",
+                metavar="N")
     add_config(p, set_option=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from gateway.serve import ROLES, build_app, demo_user_id, mint_token
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = configured(args, "serve")
     config = loaded.config
+    if config.workers != 1:  # before anything imports prometheus_client (gateway.serve does)
+        from gateway.cli.workers import run_workers
+
+        return run_workers(config, demo_tokens=args.demo_tokens)
+
+    from gateway.serve import build_app
+
     app, services, secret = build_app(config)
     server = announcing_server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
@@ -93,12 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"opsgate {url}/mcp  policy revision {services.engine.bundle.revision}", flush=True)
     print(f"configuration: {loaded.file or 'built-in defaults (no ' + FILE_NAME + ')'}", flush=True)
     if args.demo_tokens:
-        print("demo tokens (development signing key from the embedded vault; valid 12 h), each with its user id "
-              "(the token's sub: what Omega tools take as userId):", flush=True)
-        for role in ROLES:
-            user_id = demo_user_id(role)
-            token = mint_token(secret, issuer=config.auth_issuer, user_id=user_id, role=role)
-            print(f"  {role:13} user {user_id}  {token}", flush=True)
+        print_demo_tokens(config, secret)
     server.run()
     return 0 if server.started else 3  # as uvicorn.run: it has logged why (say, the port is taken)
 
@@ -116,6 +119,17 @@ def announcing_server(settings: uvicorn.Config) -> uvicorn.Server:
                 print(f"ready http://{f'[{host}]' if ':' in host else host}:{port}/mcp", flush=True)
 
     return Announcing(settings)
+
+
+def print_demo_tokens(config: GatewayConfig, secret: bytes) -> None:
+    from gateway.serve import ROLES, demo_user_id, mint_token
+
+    print("demo tokens (development signing key from the embedded vault; valid 12 h), each with its user id "
+          "(the token's sub: what Omega tools take as userId):", flush=True)
+    for role in ROLES:
+        user_id = demo_user_id(role)
+        token = mint_token(secret, issuer=config.auth_issuer, user_id=user_id, role=role)
+        print(f"  {role:13} user {user_id}  {token}", flush=True)
 
 
 def uvicorn_config(app: Any, config: GatewayConfig, redactor: Redactor) -> uvicorn.Config:

@@ -89,5 +89,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # reason per this many seconds, with a count.
     edge_refusal_interval_s: float = 60.0
 
+    # -- operations: metrics, worker processes, cached health (gateway/metrics.py, gateway/workers.py) --
+    # GET /metrics (Prometheus text): "token" (an ops_admin bearer token, or the vault's
+    # opsgate_metrics_token as a static scrape credential), "open" (anyone who reaches the port), "off".
+    metrics: Literal["off", "open", "token"] = "token"
+    # Server processes sharing the listening socket and the state dir; more than 1 needs limiter = "redis".
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
+    # Seconds one health probe of every provider answers GET /health for; probes run one at a time.
+    health_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
 
 __all__ = ["GatewayConfig", "PathSetting"]

@@ -11,7 +11,6 @@ Unlike OPA, an undefined result does not exist here: a request nothing permits a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -81,7 +80,7 @@ async def status(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @post("/v1/policy/reload", status_code=200, guards=[allowed("opsgate.policy.reload")])
 async def reload(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services: Services = request.app.state.services
-    ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.engine.reload)
+    ok, issues = await services.reload_policies()
     body = {"reloaded": ok, "revision": services.engine.bundle.revision, "issues": [str(i) for i in issues]}
     if not ok:
         raise HTTPException(status_code=422, detail="bundle refused; the previous bundle stays active", extra=body)

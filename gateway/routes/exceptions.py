@@ -16,7 +16,6 @@ those cannot be read, approving and filing wait (503).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -130,7 +129,7 @@ def _vault(services: Services) -> Any:
 
 
 async def _reload(services: Services) -> dict[str, Any]:
-    ok, issues = await asyncio.get_running_loop().run_in_executor(None, services.engine.reload)
+    ok, issues = await services.reload_policies()
     status = services.engine.status()
     return {"reloaded": ok, "revision": status["revision"], "reload_issues": [str(i) for i in issues],
             "active": status["exceptions"]["active"], "refused": status["exceptions"]["refused"]}

@@ -43,11 +43,19 @@ def allowed(action: str) -> Guard:
     """Authenticated, and the policy permits the gateway action `action` (403 otherwise)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        await authenticated(connection, handler)
-        services: Services = connection.app.state.services
-        services.admin_decision(caller_of(connection), action)
+        await authorize(connection, action)
 
     return guard
+
+
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], action: str) -> Caller:
+    """What `allowed(action)` checks, for a route that decides for itself whether a caller must
+    present a token at all (GET /health, GET /metrics): 401 with the OAuth challenge, or 403."""
+    await authenticated(connection, None)  # type: ignore[arg-type]  # the handler is not consulted
+    services: Services = connection.app.state.services
+    caller = caller_of(connection)
+    services.admin_decision(caller, action)
+    return caller
 
 
 def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
@@ -58,4 +66,4 @@ def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     return caller
 
 
-__all__ = ["allowed", "authenticated", "caller_of"]
+__all__ = ["allowed", "authenticated", "authorize", "caller_of"]

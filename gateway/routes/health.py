@@ -1,6 +1,10 @@
 """Health (constitution rule 6): every provider's health() at once, each bounded in time.
 
-    GET /health        aggregate: worst provider status, each provider's report, limiter, policy
+    GET /health        anonymous: {"status"} only, the worst of every part; with a token whose role
+                       may `opsgate.health` (any ops role): each provider's report, limiter, events,
+                       policy. Both from one cached probe (gateway/health_cache.py): no number of
+                       callers, anonymous or not, makes the gateway probe its vendors more often
+                       than once per `health_cache_s`.
     GET /health/live   the process answers
     GET /health/ready  a bundle is active, the rate limiter and the audit store answer (503 otherwise)
 """
@@ -14,6 +18,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
+from gateway.health_cache import HealthCache
+from gateway.routes.guards import authorize
 from gateway.services import Services
 from providers.sdk import HealthStatus, ProviderBase, now_iso
 
@@ -47,8 +53,13 @@ async def aggregate(services: Services, timeout_s: float) -> dict[str, Any]:
 
 @get("/health")
 async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    services: Services = request.app.state.services
-    return await aggregate(services, request.app.state.health_timeout_s)
+    cache: HealthCache[dict[str, Any]] = request.app.state.health_cache
+    if request.headers.get("authorization") is None:
+        report, _ = await cache.get()
+        return {"status": report["status"]}
+    await authorize(request, "opsgate.health")  # 401 or 403 before any probe
+    report, age = await cache.get()
+    return {**report, "age_s": round(age, 3)}
 
 
 @get("/health/live")

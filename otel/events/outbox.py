@@ -177,6 +177,13 @@ class OutboxEventStore(Journaled, EventStore):
             report["error"] = self._last_error or remote["error"] or f"{self._rejected} events rejected"
         return report
 
+    async def journal_backlog(self) -> int:
+        """Events in the journal now, not yet shipped: those of every process sharing it (`_backlog`
+        is this process's own reckoning of what it wrote and shipped)."""
+        self._start_shipper()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._spool, lambda: self._sconn.execute("select count(*) from outbox").fetchone()[0])
+
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until the journal is empty (every event shipped); False on timeout."""
         self._start_shipper()
