@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from otel.events.model import UUID_TEXT, RawEvent, RunEvent, utc_timestamp
+from otel.events.paging import BUDGET, Cursor, Filters, Page, check_limit
 
 
 class EventStoreError(Exception):
@@ -190,6 +191,26 @@ class EventStore(ABC):
             if len(page) < limit:
                 return
             cursor = page[-1].id
+
+    async def page(self, filters: Filters, *, limit: int = 50, cursor: Cursor | None = None, newer: bool = False,
+                   budget: int = BUDGET) -> Page:
+        """One keyset page of the trail for a reader (otel/events/paging.py): newest first from
+        `cursor` (exclusive) into the past, or with `newer` the rows after it, oldest first (a live
+        tail). Raises ValueError for a bad limit or budget, EventStoreUnavailable on a store failure."""
+        check_limit(limit, budget)
+        return await self._page(filters, limit, cursor, newer, budget)
+
+    async def get(self, event_id: str) -> RunEvent | None:
+        """The event stored under `event_id`, or None. ValueError for an id that is no UUID."""
+        if not UUID_TEXT.fullmatch(event_id):
+            raise ValueError("event_id must be a lowercase hyphenated UUID")
+        return await self._get(event_id)
+
+    async def _page(self, filters: Filters, limit: int, cursor: Cursor | None, newer: bool, budget: int) -> Page:
+        raise NotImplementedError(f"the {self.name} store has no paged reading")
+
+    async def _get(self, event_id: str) -> RunEvent | None:
+        raise NotImplementedError(f"the {self.name} store cannot read one event")
 
     async def health(self) -> dict[str, Any]:
         """Constitution rule 6 shape: status ok|down, latency_ms, last_check, error; plus counters."""

@@ -49,6 +49,7 @@ import msgspec
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
 from otel.events.journal import Durability, IntentLog, Journaled, connect, transact
 from otel.events.model import RunEvent
+from otel.events.paging import Cursor, Filters, Page
 from otel.events.space import explain
 
 log = logging.getLogger("opsgate.events.outbox")
@@ -214,6 +215,14 @@ class OutboxEventStore(Journaled, EventStore):
     async def _query(self, q: Query) -> list[RunEvent]:
         self._start_shipper()
         return await self.remote.query(**msgspec.structs.asdict(q))
+
+    async def _page(self, filters: Filters, limit: int, cursor: Cursor | None, newer: bool, budget: int) -> Page:
+        self._start_shipper()  # rows still in the journal are not visible yet, as with query()
+        return await self.remote.page(filters, limit=limit, cursor=cursor, newer=newer, budget=budget)
+
+    async def _get(self, event_id: str) -> RunEvent | None:
+        self._start_shipper()
+        return await self.remote.get(event_id)
 
     async def _probe(self) -> None:
         self._ensure_open()

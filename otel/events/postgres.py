@@ -29,6 +29,7 @@ import msgspec
 
 from otel.events.base import EventRejected, EventStore, EventStoreUnavailable, Query
 from otel.events.model import RawEvent, RunEvent, from_row, to_row, utc_timestamp
+from otel.events.paging import Cursor, Filters, Page
 
 _PARAM_TYPES = ("text",) * 6 + ("int",) + ("text",) * 8  # the order of _COLUMNS
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
@@ -203,6 +204,43 @@ class PostgresEventStore(EventStore):
                 return
             cursor = (rows[-1][3], rows[-1][0])
 
+    async def _page(self, f: Filters, limit: int, cursor: Cursor | None, newer: bool, budget: int) -> Page:
+        where, extra = _terms(f)
+        op, order = (">", "asc") if newer else ("<", "desc")
+        if cursor is not None:
+            where.append((f"(created_at, id) {op} ({{}}, {{}}::uuid)", (_at(cursor.created_at), cursor.id)))
+        ordered = f"order by created_at {order}, id {order}"
+        if extra:  # JSON filters look only at the `budget` rows next in the indexed range
+            inner = f"select * from {self.table} {{where}} {ordered} limit {{}}"
+            sql, args = _render(f"select {_SELECT} from ({inner}) as examined {{extra}} {ordered} limit {{}}",
+                                where, extra, budget, limit + 1)
+            last, last_args = _render(f"select created_at, id::text from ({inner}) as examined {ordered}"
+                                      " offset {} limit 1", where, [], budget, budget - 1)
+        else:
+            sql, args = _render(f"select {_SELECT} from {self.table} {{where}} {ordered} limit {{}}", where, [],
+                                limit + 1)
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(sql, *args)
+                edge = await conn.fetchrow(last, *last_args) if extra and len(rows) <= limit else None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
+        events = [_event(r) for r in rows[:limit]]
+        if len(rows) > limit:
+            return Page(events, Cursor.of(events[-1]))
+        if edge is not None:
+            boundary = Cursor(utc_timestamp(edge[0]), edge[1])
+            return Page(events, boundary, boundary.created_at)
+        return Page(events)
+
+    async def _get(self, event_id: str) -> RunEvent | None:
+        try:
+            async with self._connection() as conn:
+                row = await conn.fetchrow(f"select {_SELECT} from {self.table} where id = $1::uuid", event_id)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise EventStoreUnavailable(f"Postgres event store: {type(exc).__name__}: {exc}") from exc
+        return None if row is None else _event(row)
+
     async def _probe(self) -> None:
         try:
             async with self._connection() as conn:
@@ -220,6 +258,52 @@ class PostgresEventStore(EventStore):
 
 def _event(r: Any) -> RunEvent:
     return from_row(r, ids=list, stamp=utc_timestamp)
+
+
+Term = tuple[str, tuple[Any, ...]]  # SQL with a {} per value, and the values
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _terms(f: Filters) -> tuple[list[Term], list[Term]]:
+    """WHERE terms of a page (otel/events/paging.py): on indexed columns, and inside the JSON."""
+    where: list[Term] = []
+    if f.decision is not None and f.decision != "allow":
+        where.append(("decision <> 'allow'", ()))  # a constant term, so the partial denials index applies
+    for term, value in (("provider = {}::text", f.provider), ("tool = {}::text", f.tool),
+                        ("caller_id = {}::uuid", f.caller_id), ("decision = {}::text", f.decision),
+                        ("created_at >= {}", None if f.since is None else _at(f.since)),
+                        ("created_at < {}", None if f.until is None else _at(f.until))):
+        if value is not None:
+            where.append((term, (value,)))
+    extra = [(term, (value,)) for term, value in (
+        ("result->>'status' = {}::text", f.status), ("payload->'_request'->>'role' = {}::text", f.role),
+        ("{}::text = any(policy_ids)", f.policy_id), ("{}::text = any(exception_ids)", f.exception_id))
+        if value is not None]
+    return where, extra
+
+
+def _render(template: str, where: list[Term], extra: list[Term], *tail: Any) -> tuple[str, list[Any]]:
+    """`template` with its `{where}` and `{extra}` clauses filled in and each bare `{}` bound to the
+    next value of `tail`, all as `$n` parameters in the order they appear."""
+    args: list[Any] = []
+    rest = iter(tail)
+
+    def mark(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    def clause(terms: list[Term]) -> str:
+        parts = [sql.format(*(mark(v) for v in values)) for sql, values in terms]
+        return ("where " + " and ".join(parts)) if parts else ""
+
+    out = []
+    for piece in re.split(r"(\{where\}|\{extra\}|\{\})", template):
+        out.append(clause(where) if piece == "{where}" else clause(extra) if piece == "{extra}"
+                   else mark(next(rest)) if piece == "{}" else piece)
+    return "".join(out), args
 
 
 async def apply_migrations(conn: asyncpg.Connection, directory: str | Path) -> list[str]:

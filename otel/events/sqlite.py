@@ -40,6 +40,7 @@ import msgspec
 from otel.events.base import EventRejected, EventStore, EventStoreError, EventStoreUnavailable, Query
 from otel.events.journal import Durability, IntentLog, Journaled, connect, transact
 from otel.events.model import RawEvent, RunEvent, from_row, to_row, utc_timestamp
+from otel.events.paging import Cursor, Filters, Page
 from otel.events.space import explain
 
 log = logging.getLogger("opsgate.events")
@@ -323,6 +324,56 @@ class SqliteEventStore(Journaled, EventStore):
         except sqlite3.Error as exc:
             raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
 
+    async def _page(self, filters: Filters, limit: int, cursor: Cursor | None, newer: bool, budget: int) -> Page:
+        self._ensure_open()
+        await self.flush()  # read your own writes
+        return await asyncio.get_running_loop().run_in_executor(
+            self._rpool, self._page_sync, filters, limit, cursor, newer, budget)
+
+    def _page_sync(self, f: Filters, limit: int, cursor: Cursor | None, newer: bool, budget: int) -> Page:
+        where, args = _indexed(f)
+        if cursor is not None:  # spelled so that the time range narrows whichever index serves
+            op = ">" if newer else "<"
+            where.append(f"created_at {op}= ? and (created_at {op} ? or id {op} ?)")
+            args += [cursor.created_at, cursor.created_at, cursor.id]
+        order = "asc" if newer else "desc"
+        extra, extra_args = _unindexed(f)
+        try:
+            boundary = None
+            if extra:  # the last row this page may examine; JSON filters look no further
+                edge = self._rconn.execute(
+                    f"select created_at, id from run_events {_where(where)} order by created_at {order}, id {order}"
+                    " limit 1 offset ?", [*args, budget - 1]).fetchone()
+                if edge is not None:
+                    boundary = Cursor(edge[0], edge[1])
+                    op = "<" if newer else ">"
+                    where.append(f"created_at {op}= ? and (created_at {op} ? or id {op}= ?)")
+                    args += [boundary.created_at, boundary.created_at, boundary.id]
+            rows = self._rconn.execute(
+                f"select {COLUMNS} from run_events {_where(where + extra)} order by created_at {order}, id {order}"
+                " limit ?", [*args, *extra_args, limit + 1]).fetchall()
+        except sqlite3.Error as exc:
+            raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
+        events = [_event(r) for r in rows[:limit]]
+        if len(rows) > limit:
+            return Page(events, Cursor.of(events[-1]))
+        if boundary is not None:
+            return Page(events, boundary, boundary.created_at)
+        return Page(events)
+
+    async def _get(self, event_id: str) -> RunEvent | None:
+        self._ensure_open()
+        await self.flush()
+
+        def read() -> Any:
+            try:
+                return self._rconn.execute(f"select {COLUMNS} from run_events where id = ?", (event_id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise EventStoreUnavailable(f"SQLite event store at {self.path}: {exc}") from exc
+
+        row = await asyncio.get_running_loop().run_in_executor(self._rpool, read)
+        return None if row is None else _event(row)
+
     async def _probe(self) -> None:
         self._ensure_open()
         await asyncio.get_running_loop().run_in_executor(self._rpool, self._probe_sync)
@@ -354,6 +405,44 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     for name, kind in _ADDED.items():
         if name not in have:
             conn.execute(f"alter table run_events add column {name} {kind}")
+
+
+def _indexed(f: Filters) -> tuple[list[str], list[Any]]:
+    """WHERE terms on the indexed columns (otel/events/paging.py)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if f.decision is not None and f.decision != "allow":
+        where.append("decision <> 'allow'")  # a constant term, so the partial denials index applies
+    for column, value in (("provider", f.provider), ("tool", f.tool), ("caller_id", f.caller_id),
+                          ("decision", f.decision)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if f.since is not None:
+        where.append("created_at >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        where.append("created_at < ?")
+        args.append(f.until)
+    return where, args
+
+
+def _unindexed(f: Filters) -> tuple[list[str], list[Any]]:
+    """WHERE terms inside the JSON columns: evaluated only on the rows a page may examine."""
+    where: list[str] = []
+    args: list[Any] = []
+    for term, value in (("json_extract(result, '$.status') = ?", f.status),
+                        ("json_extract(payload, '$._request.role') = ?", f.role),
+                        ("exists (select 1 from json_each(run_events.policy_ids) where value = ?)", f.policy_id),
+                        ("exists (select 1 from json_each(run_events.exception_ids) where value = ?)", f.exception_id)):
+        if value is not None:
+            where.append(term)
+            args.append(value)
+    return where, args
+
+
+def _where(terms: list[str]) -> str:
+    return ("where " + " and ".join(terms)) if terms else ""
 
 
 def _event(r: Any) -> RunEvent:
