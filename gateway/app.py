@@ -13,6 +13,8 @@ from litestar import Litestar, asgi
 from litestar.middleware import DefineMiddleware
 from litestar.types import Receive, Scope, Send
 
+from gateway.console import Console, console_router
+from gateway.console.pages import template_config
 from gateway.edge import Edge, EdgeMiddleware
 from gateway.exception_trust import exceptions_ready, watch_exceptions
 from gateway.health_cache import HealthCache
@@ -28,7 +30,8 @@ VERSION = "0.1.0"
 
 def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20, health_timeout_s: float = 5.0,
                health_cache_s: float = 5.0,
-               tracer_provider: OpsgateTracerProvider | None = None) -> Litestar:
+               tracer_provider: OpsgateTracerProvider | None = None, console: Console | None = None) -> Litestar:
+    """`console`: serve the web console at /console (gateway/console) with these sessions and sign-ins."""
     server = build_server(services.pipeline, caller_from_scope, version=VERSION)
     manager = session_manager(server, max_body_bytes=max_body_bytes)
     # 2026-07-28 requests that ask for log messages: answered JSON too, unless a notice is sent.
@@ -72,8 +75,11 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flushes a batch exporter
 
-    app = Litestar([mcp, *ROUTES], lifespan=[lifespan], debug=False,
-                   middleware=[DefineMiddleware(EdgeMiddleware, edge=edge, refusals=services.refusals)])
+    handlers: list[Any] = [mcp, *ROUTES, *([console_router()] if console is not None else [])]
+    app = Litestar(handlers, lifespan=[lifespan], debug=False,
+                   middleware=[DefineMiddleware(EdgeMiddleware, edge=edge, refusals=services.refusals)],
+                   template_config=template_config() if console is not None else None)
+    app.state.console = console
     app.state.services = services
     app.state.edge = edge
     app.state.health_timeout_s = health_timeout_s

@@ -18,12 +18,15 @@ from typing import Any, TypeVar
 
 import jwt
 import msgspec
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
 
 from engine import Engine
 from gateway.app import VERSION, create_app
 from gateway.audit import Audit
 from gateway.auth import AuthConfig, Authenticator, AuthError, LazyPostgresUserDirectory
 from gateway.config import GatewayConfig
+from gateway.console import Console, OAuthClient, Sessions
 from gateway.edge import (
     AUTH,
     AllowedHosts,
@@ -173,16 +176,37 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
                     tools_page_size=config.tools_page_size, metrics=metrics), secret
 
 
+def console_of(config: GatewayConfig, secret: bytes, *, demo: bool) -> Console | None:
+    """The web console's parts: sessions in this process's memory, or in Redis when the limiter is
+    (worker processes share it); demo sign-in only under --demo-tokens; OAuth with a client id."""
+    if not config.console:
+        return None
+    store: Any = MemoryStore()
+    if config.limiter == "redis":
+        store = RedisStore.with_client(url=config.redis_url, namespace="opsgate-console")
+    server = authorization_server(config.auth_server, config.auth_issuer)
+    oauth = None
+    if config.console_oauth_client and server:
+        resource = config.auth_audience if config.auth_audience != "authenticated" else None
+        oauth = OAuthClient(server, client_id=config.console_oauth_client, resource=resource)
+
+    def minted(role: str) -> str:
+        return mint_token(secret, issuer=config.auth_issuer, user_id=demo_user_id(role), role=role)
+
+    return Console(Sessions(store), demo=minted if demo else None, oauth=oauth)
+
+
 def build_app(config: GatewayConfig, *, providers: list[Any] | None = None,
-              metrics_dir: str | Path | None = None) -> tuple[Any, Services, bytes]:
+              metrics_dir: str | Path | None = None, demo_tokens: bool = False) -> tuple[Any, Services, bytes]:
+    """`demo_tokens`: `opsgate serve --demo-tokens`; the console then offers the demo users."""
     services, secret = build_services(config, providers=providers, metrics_dir=metrics_dir)
     provider = setup_tracing(msgspec.structs.replace(config.tracing, service_version=VERSION),
                              scrubber=services.redactor)
     app = create_app(services, edge=edge_of(config), max_body_bytes=config.max_body_bytes,
                      health_timeout_s=config.health_timeout_s, health_cache_s=config.health_cache_s,
-                     tracer_provider=provider)
+                     tracer_provider=provider, console=console_of(config, secret, demo=demo_tokens))
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "edge_of", "make_authenticator",
-           "mint_token", "open_configured_vault", "signing_key"]
+__all__ = ["build_app", "build_services", "console_of", "default_providers", "demo_user_id", "edge_of",
+           "make_authenticator", "mint_token", "open_configured_vault", "signing_key"]

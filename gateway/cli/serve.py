@@ -92,7 +92,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from gateway.serve import build_app
 
-    app, services, secret = build_app(config)
+    app, services, secret = build_app(config, demo_tokens=args.demo_tokens)
     server = announcing_server(uvicorn_config(app, config, services.redactor))
     drift = services.registry.drift(services.engine.bundle.catalogue)
     if drift:

@@ -69,11 +69,12 @@ def run_workers(config: GatewayConfig, *, demo_tokens: bool) -> int:
             announced.append(True)
             print(f"ready http://{host}:{port}/mcp", flush=True)
 
-    return supervise(sock, workers=config.workers, target=worker_server, argument=config, metrics_dir=directory,
+    target = functools.partial(worker_server, demo_tokens=demo_tokens)  # a partial of a module function pickles
+    return supervise(sock, workers=config.workers, target=target, argument=config, metrics_dir=directory,
                      on_serving=ready)
 
 
-def worker_server(config: GatewayConfig, env: WorkerEnv) -> Any:
+def worker_server(config: GatewayConfig, env: WorkerEnv, *, demo_tokens: bool = False) -> Any:
     """In a worker: its own gateway, as `opsgate serve` builds it, on the fleet's metrics."""
     import uvicorn
 
@@ -81,7 +82,7 @@ def worker_server(config: GatewayConfig, env: WorkerEnv) -> Any:
 
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s %(levelname)s %(name)s [worker {env.index}]: %(message)s")
-    app, services, _ = build_app(config, metrics_dir=env.metrics_dir)
+    app, services, _ = build_app(config, metrics_dir=env.metrics_dir, demo_tokens=demo_tokens)
     services.reload_workers = functools.partial(os.kill, env.supervisor_pid, signal.SIGHUP)
     drift = services.registry.drift(services.engine.bundle.catalogue)
     if drift and env.index == 0:

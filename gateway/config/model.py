@@ -98,5 +98,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Seconds one health probe of every provider answers GET /health for; probes run one at a time.
     health_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
+    # -- the console (gateway/console, README "The console") --
+    # Serve the web console for approvers, auditors and the security team at /console.
+    console: bool = True
+    # The console's OAuth client id at the authorization server (auth_server, else auth_issuer): a public
+    # client (PKCE, no secret) whose redirect URI is <public_url>/console/oauth/callback. None: no
+    # "sign in with" button; pasting an access token still works.
+    console_oauth_client: str | None = None
+
 
 __all__ = ["GatewayConfig", "PathSetting"]

@@ -3,7 +3,7 @@
 Invariants:
 - Every HTTP request gets its ClientView (gateway.edge.forwarded) in `scope["state"]` and its
   client address bound for the audit trail while it is served, before any route sees it.
-- `/mcp` and `/v1/*` answer only a Host in `allowed_hosts` (421 otherwise) and a browser Origin
+- `/mcp`, `/v1/*` and `/console*` answer only a Host in `allowed_hosts` (421 otherwise) and a browser Origin
   in `allowed_origins` (403 otherwise), decided by parsed scheme, host and port
   (gateway.edge.hosts) before authentication, before the mcp SDK and before any body is read.
   The Host checked is the one the client named: a trusted proxy's forwarded host, else the
@@ -24,7 +24,7 @@ from gateway.edge.refusals import REQUEST, Refusals
 from gateway.edge.resource import ProtectedResource
 
 VIEW_KEY = "opsgate.client"
-GUARDED = ("/mcp", "/v1/")  # the MCP endpoint, and every route under /v1/
+GUARDED = ("/mcp", "/v1/", "/console")  # the MCP endpoint, every route under /v1/, the console
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _guarded(scope: Scope) -> bool:
     (`/%761/status`) still routes to the same handler."""
     handler = scope.get("route_handler")
     templates = [scope.get("path_template") or "", *getattr(handler, "paths", ())]
-    return any(t == GUARDED[0] or t.startswith(GUARDED[1]) for t in templates)
+    return any(t == GUARDED[0] or t.startswith(GUARDED[1:]) for t in templates)
 
 
 class EdgeMiddleware:

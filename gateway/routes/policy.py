@@ -98,23 +98,28 @@ async def _record(services: Services, caller: Caller, body: DiffBody, result: di
         raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload) from None
 
 
-@post("/v1/policy/diff", status_code=200, guards=[allowed("opsgate.policy.diff")])
-async def policy_diff(request: Request[Any, Any, Any], data: JSONBody[DiffBody]) -> dict[str, Any]:
-    services: Services = request.app.state.services
-    caller = caller_of(request)  # authenticated and decided by the guard, before the body was read
-    at = data.at or services.clock()
+async def run_diff(services: Services, caller: Caller, body: DiffBody) -> dict[str, Any]:
+    """The permission diff of the active bundle and candidate `body.candidate`, recorded (the route
+    and the console call this once the caller may `opsgate.policy.diff`). Raises HTTPException."""
+    at = body.at or services.clock()
     if at.tzinfo is None:
         raise HTTPException(status_code=400, detail="at must carry a timezone")
     try:
-        source = candidate_source(services.policy_candidates, data.candidate)
+        source = candidate_source(services.policy_candidates, body.candidate)
         diff = await asyncio.get_running_loop().run_in_executor(None, _diff, services, source, at)
     except _Refused as e:
-        await _record(services, caller, data, {"status": "refused", "code": e.status, "message": str(e)})
+        await _record(services, caller, body, {"status": "refused", "code": e.status, "message": str(e)})
         raise HTTPException(status_code=e.status, detail=str(e), extra=e.extra or None) from None
-    await _record(services, caller, data, {"status": "answered", "base": diff["base"], "head": diff["head"],
+    await _record(services, caller, body, {"status": "answered", "base": diff["base"], "head": diff["head"],
                                            "widens": diff["widens"], "changes": len(diff["rows"])})
     return diff
 
 
+@post("/v1/policy/diff", status_code=200, guards=[allowed("opsgate.policy.diff")])
+async def policy_diff(request: Request[Any, Any, Any], data: JSONBody[DiffBody]) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    return await run_diff(services, caller_of(request), data)  # authenticated and decided by the guard
+
+
 ROUTES = [policy_diff]
-__all__ = ["ROUTES", "candidate_source"]
+__all__ = ["ROUTES", "DiffBody", "candidate_source", "run_diff"]

@@ -1,0 +1,154 @@
+"""Console sessions: a browser holds a random session id in a cookie; the server holds the rest.
+
+Invariants:
+- The cookie carries only the session id: 256 random bits, HttpOnly, SameSite=Strict, Secure when
+  the console is served over TLS, path /console, and a lifetime no longer than the access token's.
+  It is never logged and never stored: the store's key is its SHA-256.
+- The store holds the access token encrypted under a key derived from the session id, so the store
+  alone (a Redis dump, a memory image of another worker) yields no token. Every request decrypts it
+  and has it verified again exactly as the API verifies a bearer token (signature, expiry, issuer,
+  audience, and user freshness when configured): a session dies no later than its token's `exp`.
+- Each session has its own CSRF token (a synchronizer token); every state change must present it.
+- A sign-in flow (before there is a session) has its own short-lived record under its own cookie:
+  the CSRF token of the sign-in forms and, for OAuth, the `state` and the PKCE verifier.
+- Sign-out deletes the record: the cookie is worthless from then on, in every worker sharing the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from litestar.stores.base import Store
+
+SESSION_COOKIE = "opsgate_console"
+FLOW_COOKIE = "opsgate_console_signin"
+COOKIE_PATH = "/console"
+FLOW_TTL_S = 600
+MAX_SESSION_S = 12 * 3600  # never longer than this, even for a longer-lived token
+
+
+class SessionRecord(msgspec.Struct, frozen=True):
+    user_id: str
+    role: str | None
+    token: bytes  # the access token, AES-GCM encrypted under a key derived from the session id
+    nonce: bytes
+    csrf: str
+    expires_at: float  # Unix seconds: the token's exp, or sooner
+    how: str  # "demo", "token" or "oauth": how the user signed in
+
+
+class Flow(msgspec.Struct, frozen=True):
+    """A sign-in in progress."""
+
+    csrf: str
+    expires_at: float
+    state: str | None = None  # OAuth: what the authorization server must hand back
+    verifier: str | None = None  # OAuth PKCE code_verifier
+    redirect_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A session as a request sees it: its id (to sign out) and record."""
+
+    sid: str
+    record: SessionRecord
+
+
+def _key(kind: str, sid: str) -> str:
+    return f"{kind}:{hashlib.sha256(sid.encode()).hexdigest()}"
+
+
+def _cipher(sid: str) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"opsgate-console-token\x00" + sid.encode()).digest())
+
+
+def same(a: str, b: str) -> bool:
+    """Constant-time comparison of two tokens (CSRF, OAuth state)."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class Sessions:
+    """Sessions and sign-in flows in a Litestar store (memory in one process, Redis across workers)."""
+
+    def __init__(self, store: Store, *, clock: type[time.time] | None = None) -> None:  # type: ignore[valid-type]
+        self.store = store
+        self._clock = clock or time.time
+
+    async def open(self, *, token: str, user_id: str, role: str | None, exp: float, how: str) -> tuple[str, float]:
+        """A new session for a verified token; returns (session id, its lifetime in seconds)."""
+        now = self._clock()
+        expires_at = min(exp, now + MAX_SESSION_S)
+        lifetime = expires_at - now
+        if lifetime <= 1:
+            raise ValueError("the token expires too soon to sign in with")
+        sid = secrets.token_urlsafe(32)
+        nonce = os.urandom(12)
+        record = SessionRecord(user_id=user_id, role=role, token=_cipher(sid).encrypt(nonce, token.encode(), None),
+                               nonce=nonce, csrf=secrets.token_urlsafe(32), expires_at=expires_at, how=how)
+        await self.store.set(_key("s", sid), msgspec.msgpack.encode(record), expires_in=int(lifetime) + 1)
+        return sid, lifetime
+
+    async def get(self, sid: str | None) -> tuple[Opened, str] | None:
+        """The live session `sid` names and its decrypted access token, or None."""
+        if not sid or len(sid) > 100:
+            return None
+        raw = await self.store.get(_key("s", sid))
+        if raw is None:
+            return None
+        try:
+            record = msgspec.msgpack.decode(raw, type=SessionRecord)
+            token = _cipher(sid).decrypt(record.nonce, record.token, None).decode()
+        except Exception:  # a record that does not decrypt under this id is no session of its
+            return None
+        if record.expires_at <= self._clock():
+            await self.store.delete(_key("s", sid))
+            return None
+        return Opened(sid, record), token
+
+    async def close(self, sid: str) -> None:
+        await self.store.delete(_key("s", sid))
+
+    async def start_flow(self, **oauth: str) -> tuple[str, Flow]:
+        fid = secrets.token_urlsafe(32)
+        flow = Flow(csrf=secrets.token_urlsafe(32), expires_at=self._clock() + FLOW_TTL_S, **oauth)
+        await self.store.set(_key("f", fid), msgspec.msgpack.encode(flow), expires_in=FLOW_TTL_S)
+        return fid, flow
+
+    async def flow(self, fid: str | None) -> Flow | None:
+        if not fid or len(fid) > 100:
+            return None
+        raw = await self.store.get(_key("f", fid))
+        if raw is None:
+            return None
+        flow = msgspec.msgpack.decode(raw, type=Flow)
+        return flow if flow.expires_at > self._clock() else None
+
+    async def end_flow(self, fid: str) -> None:
+        await self.store.delete(_key("f", fid))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), RFC 7636."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def token_expiry(token: str) -> float:
+    """The `exp` of a token the authenticator has already verified (its signature covered this)."""
+    payload = token.split(".")[1]
+    claims = msgspec.json.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return float(claims["exp"])
+
+
+__all__ = ["COOKIE_PATH", "FLOW_COOKIE", "SESSION_COOKIE", "Flow", "Opened", "SessionRecord", "Sessions", "pkce_pair",
+           "same", "token_expiry"]
