@@ -63,8 +63,8 @@ def explain(engine: Engine, event: RunEvent) -> dict[str, Any]:
     dryrun = result.pop("dryrun", None)
     active = engine.bundle.revision
     return {
-        "event": event, "args": payload.get("args"), "request": kept, "result": result,
-        "status": (event.result or {}).get("status"),
+        "event": event, "args": payload.get("args"), "asked": kept, "result": result,
+        "row_status": (event.result or {}).get("status"),
         "role": kept.get("role") if isinstance(kept, dict) else None,
         "policies": _policies(engine, event.policy_ids),
         "dryrun": None if not isinstance(dryrun, dict) else {

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from litestar.response import Template
 
 from engine.exceptions import RULE_NAMES, Record, find, iso, scan
@@ -53,7 +54,7 @@ def _shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
-async def _history(services: Services, caller: Caller, exception_id: str) -> list[dict[str, Any]]:
+async def _history(services: Services, caller: Caller, exception_id: FromPath[str]) -> list[dict[str, Any]]:
     if services.audit is None:
         return []
     filters = Filters(exception_id=exception_id, caller_id=None if caller.role == ADMIN else caller.id)
@@ -67,7 +68,7 @@ async def _history(services: Services, caller: Caller, exception_id: str) -> lis
             for e in page.events]
 
 
-async def _record(services: Services, caller: Caller, exception_id: str) -> Record:
+async def _record(services: Services, caller: Caller, exception_id: FromPath[str]) -> Record:
     if caller.role is None:
         raise HTTPException(status_code=403, detail="an ops role is required to read exceptions")
     record = find(service.exceptions_root(services), exception_id, await service.current_trust(services))
@@ -107,22 +108,22 @@ async def _exception_page(request: Request[Any, Any, Any], exception_id: str, *,
 
 
 @get("/exceptions/{exception_id:str}", guards=[signed_in])
-async def exception(request: Request[Any, Any, Any], exception_id: str) -> Template:
+async def exception(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> Template:
     return await _exception_page(request, exception_id)
 
 
 @get("/exceptions/{exception_id:str}/approve", guards=[signed_in, admin])
-async def confirm_approve(request: Request[Any, Any, Any], exception_id: str) -> Template:
+async def confirm_approve(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> Template:
     return await _exception_page(request, exception_id, template="confirm_approve.html")
 
 
 @get("/exceptions/{exception_id:str}/revoke", guards=[signed_in, admin])
-async def confirm_revoke(request: Request[Any, Any, Any], exception_id: str) -> Template:
+async def confirm_revoke(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> Template:
     return await _exception_page(request, exception_id, template="confirm_revoke.html")
 
 
 @post("/exceptions/{exception_id:str}/approve", guards=[signed_in, csrf_checked], status_code=200)
-async def approve(request: Request[Any, Any, Any], exception_id: str) -> Template:
+async def approve(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> Template:
     services: Services = request.app.state.services
     result = await service.approve_exception(services, caller_of(request), exception_id)  # the API's own path
     return await _exception_page(request, exception_id, done=f"approved until {result['expires_at']}; the policy "
@@ -130,7 +131,7 @@ async def approve(request: Request[Any, Any, Any], exception_id: str) -> Templat
 
 
 @post("/exceptions/{exception_id:str}/revoke", guards=[signed_in, csrf_checked], status_code=200)
-async def revoke(request: Request[Any, Any, Any], exception_id: str) -> Template:
+async def revoke(request: Request[Any, Any, Any], exception_id: FromPath[str]) -> Template:
     services: Services = request.app.state.services
     reason = (await request.form()).get("reason")
     reason = reason if isinstance(reason, str) else ""

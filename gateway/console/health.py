@@ -34,7 +34,7 @@ async def providers(services: Services, report: dict[str, Any]) -> dict[str, Any
     by_name = {p["provider"]: p for p in report.get("providers", [])}
     rows = []
     for name in sorted(services.registry.providers):
-        tools = sorted(r.name for r in services.registry.tools() if r.name.startswith(name + "."))
+        tools = sorted(r.name for r in services.registry.tools if r.name.startswith(name + "."))
         rows.append({"name": name, "health": by_name.get(name, {"status": "unknown"}),
                      "tools": [{"name": t, "pinned": t in known} for t in tools]})
     return {"kind": "providers", "title": "Providers", "rows": rows,
@@ -69,7 +69,7 @@ async def health(request: Request[Any, Any, Any]) -> Template:
     cache: HealthCache[dict[str, Any]] = request.app.state.health_cache
     report, age = await cache.get()
     sections = [await source(services, report) for source in SOURCES]
-    return render(request, "health.html", section="health", status=report.get("status"), age=round(age, 1),
+    return render(request, "health.html", section="health", overall=report.get("status"), age=round(age, 1),
                   sections=sections)
 
 

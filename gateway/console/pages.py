@@ -3,8 +3,9 @@
 Invariants:
 - Every answer under /console, error pages and redirects included, carries a strict
   Content-Security-Policy (only the gateway's own scripts and styles, no inline code, no framing, no
-  plugins, forms only to itself), `no-store`, `nosniff` and `no-referrer` (an OAuth code in a URL
-  must not leak to another site).
+  plugins, forms only to itself), `no-store`, `nosniff` and `same-origin` referrers (an OAuth code in a
+  URL must not leak to another site; `no-referrer` would make browsers send `Origin: null`, which the
+  edge refuses).
 - Templates are Jinja with autoescaping on for every template: anything a user typed (a
   justification, tool arguments, policy text) is text on the page, never markup.
 - A refusal renders as a page with its status; a missing session sends the browser to sign in
@@ -14,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,12 @@ from litestar.template import TemplateConfig
 
 from gateway.console.guards import CALLER, SESSION, NotSignedIn
 
+log = logging.getLogger("opsgate.console")
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 NAV = (("trail", "Audit trail"), ("exceptions", "Exceptions"), ("policies", "Policies"),
        ("health", "Upstreams and health"))
 
@@ -69,6 +72,8 @@ def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         if request.headers.get("hx-request"):
             return secure(Response(b"", status_code=401, headers={"HX-Redirect": "/console/signin"}))
         return secure(Redirect("/console/signin", status_code=303))
+    if not isinstance(exc, HTTPException):
+        log.error("console: %s %s failed", request.method, request.url.path, exc_info=exc)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "the console failed; the gateway log says why"
     if status == 405:

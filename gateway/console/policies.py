@@ -21,6 +21,7 @@ from typing import Any
 
 from litestar import Request, get
 from litestar.exceptions import HTTPException
+from litestar.params import FromQuery
 from litestar.response import Template
 
 from engine import Engine, Uid
@@ -107,14 +108,15 @@ async def policies(request: Request[Any, Any, Any]) -> Template:
     bundle = engine.bundle
     status = engine.status()
     dryrun = [policy_source(bundle, pid) for pid in sorted(bundle.dryrun_ids)]
-    return render(request, "policies.html", section="policies", status=status, matrix=matrix(engine, services.clock()),
+    return render(request, "policies.html", section="policies", bundle_status=status,
+                  matrix=matrix(engine, services.clock()),
                   dryrun=[d for d in dryrun if d is not None], counts=await dryrun_counts(services, bundle),
                   files=files(bundle), candidates=candidates(services.policy_candidates),
                   admin=caller_of(request).role == ADMIN)
 
 
 @get("/policies/diff", guards=[signed_in])
-async def diff(request: Request[Any, Any, Any], candidate: str = "") -> Template:
+async def diff(request: Request[Any, Any, Any], candidate: FromQuery[str] = "") -> Template:
     services: Services = request.app.state.services
     caller = caller_of(request)
     services.admin_decision(caller, "opsgate.policy.diff")  # the API's decision: 403 unless policy permits

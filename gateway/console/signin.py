@@ -27,7 +27,15 @@ from litestar.response import Redirect, Template
 from gateway.console.guards import csrf_checked, flow_checked, session_of, sessions_of, signed_in
 from gateway.console.oauth import OAuthError
 from gateway.console.pages import SECURITY_HEADERS, render, secure
-from gateway.console.sessions import COOKIE_PATH, FLOW_COOKIE, FLOW_TTL_S, SESSION_COOKIE, pkce_pair, token_expiry
+from gateway.console.sessions import (
+    COOKIE_PATH,
+    FLOW_COOKIE,
+    FLOW_TTL_S,
+    SESSION_COOKIE,
+    pkce_pair,
+    same,
+    token_expiry,
+)
 from gateway.edge import view_of
 from gateway.errors import GatewayError
 from gateway.services import Services
@@ -144,15 +152,13 @@ async def oauth_start(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/oauth/callback")
-async def oauth_callback(request: Request[Any, Any, Any], code: str | None = None, state: str | None = None,
-                         error: str | None = None) -> Response[Any]:
+async def oauth_callback(request: Request[Any, Any, Any]) -> Response[Any]:
     console = request.app.state.console
+    code, state, error = (request.query_params.get(k) for k in ("code", "state", "error"))
     fid = request.cookies.get(FLOW_COOKIE)
     flow = await console.sessions.flow(fid)
     if console.oauth is None or flow is None or flow.state is None or flow.verifier is None or not state:
         return await _page(request, error="this sign-in has expired or was not started here; start again", status=400)
-    from gateway.console.sessions import same
-
     if not same(state, flow.state):
         return await _page(request, error="the sign-in's state does not match; start again", status=400)
     assert fid is not None

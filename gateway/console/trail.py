@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from litestar.response import Template
 
 from gateway.console.decision import explain
@@ -147,7 +148,7 @@ async def tail(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/trail/{event_id:str}", guards=[signed_in])
-async def decision(request: Request[Any, Any, Any], event_id: str) -> Template:
+async def decision(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Template:
     services: Services = request.app.state.services
     caller = caller_of(request)
     if not UUID_TEXT.fullmatch(event_id) or services.audit is None:
