@@ -73,7 +73,8 @@ class ConsoleGateway:
 
 
 @contextlib.contextmanager
-def console_gateway(root: Path, **settings: Any) -> Iterator[ConsoleGateway]:
+def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
+                    **settings: Any) -> Iterator[ConsoleGateway]:
     shutil.copytree(POLICIES, root / "policies", ignore=shutil.ignore_patterns("tests"))
     (root / "exceptions").mkdir()
     candidate = root / "candidates" / "viewers-comment"
@@ -83,8 +84,8 @@ def console_gateway(root: Path, **settings: Any) -> Iterator[ConsoleGateway]:
         "resource);\n")
     config = GatewayConfig(policies=str(root / "policies"), exceptions=str(root / "exceptions"),
                            state_dir=str(root / "state"), policy_candidates=str(root / "candidates"), **settings)
-    app, services, secret = build_app(config, providers=[EchoProvider()], demo_tokens=True)
-    with serving_app(app, "gateway") as url:
+    app, services, secret = build_app(config, providers=[EchoProvider()], demo_tokens=demo)
+    with serving_app(app, "gateway", port=port) as url:
         yield ConsoleGateway(RunningGateway(url, services, secret, config.auth_issuer), root)
 
 

@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -79,9 +80,9 @@ def same(a: str, b: str) -> bool:
 class Sessions:
     """Sessions and sign-in flows in a Litestar store (memory in one process, Redis across workers)."""
 
-    def __init__(self, store: Store, *, clock: type[time.time] | None = None) -> None:  # type: ignore[valid-type]
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self._clock = clock or time.time
+        self._clock = clock
 
     async def open(self, *, token: str, user_id: str, role: str | None, exp: float, how: str) -> tuple[str, float]:
         """A new session for a verified token; returns (session id, its lifetime in seconds)."""
