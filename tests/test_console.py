@@ -197,7 +197,7 @@ async def test_the_session_store_holds_no_usable_token_and_ends_at_exp() -> None
     now = [1_000_000.0]
     store = MemoryStore()
     sessions = Sessions(store, clock=lambda: now[0])
-    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    token = jwt.encode({"sub": "x"}, b"k" * 32, algorithm="HS256")  # any token-shaped text
     sid, lifetime = await sessions.open(token=token, user_id=ADMIN, role="ops_admin", exp=now[0] + 120, how="token")
     assert lifetime == 120
     raw = b"".join(v.data for v in store._store.values())
@@ -216,7 +216,7 @@ async def test_sessions_in_redis_are_shared_by_workers_and_hold_no_token(redis_u
 
     namespace = f"opsgate-console-test-{uuid.uuid4().hex[:8]}"
     one, two = (Sessions(RedisStore.with_client(url=redis_url, namespace=namespace)) for _ in range(2))
-    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ5In0.c2lnbmF0dXJl"
+    token = jwt.encode({"sub": "y"}, b"k" * 32, algorithm="HS256")
     sid, _ = await one.open(token=token, user_id=ADMIN, role="ops_admin", exp=time.time() + 60, how="token")
     found = await two.get(sid)  # another worker, the same store
     assert found is not None and found[1] == token
