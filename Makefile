@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -28,7 +29,14 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-test: $(STAMP)
+# Debian's Chromium, which the console's browser tests drive (tests/test_console_browser.py, Playwright with
+# executable_path; `playwright install` downloads browsers of its own and is not used). Installed when
+# missing if we are root (CI runs as root); otherwise say how, and those tests skip (never when CI=true).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make: $(CHROMIUM) is missing: 'sudo apt-get install chromium' (the console's browser tests need it)"; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 run: $(STAMP)
@@ -39,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python -m bench.events
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/console.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
