@@ -5,8 +5,8 @@
 
 Invariants:
 - The text is cut from the bundle's own file, from the policy's first annotation to its closing
-  `;`, by a scanner that knows Cedar's strings and comments (a `;` or `@id` inside either is not
-  structure). Only a policy the file holds under exactly that `@id` is cut.
+  `;`, by a scanner that knows Cedar's strings and `//` comments, its only kind (a `;` or `@id`
+  inside either is not structure). Only a policy the file holds under exactly that `@id` is cut.
 - Where no file holds it (exceptions compile to policies of their own), the text is Cedar's own
   rendering of the compiled policy and says so (`written` False): never a guess.
 - Reads only files under the bundle root (the engine's one kind of I/O); never raises for a
@@ -51,9 +51,6 @@ def statements(text: str) -> list[str]:
         elif text.startswith("//", i):
             nl = text.find("\n", i)
             i = n if nl < 0 else nl
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = n if end < 0 else end + 1
         elif c == ";":
             out.append(text[start:i + 1])
             start = i + 1

@@ -82,7 +82,8 @@ class OAuthClient:
             body = response.json()
         except (httpx.HTTPError, ValueError) as e:
             raise OAuthError(f"the token endpoint could not be reached ({type(e).__name__})") from e
-        if not 200 <= response.status_code < 300 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+        ok = 200 <= response.status_code < 300 and isinstance(body, dict)
+        if not ok or not isinstance(body.get("access_token"), str):
             error = body.get("error") if isinstance(body, dict) else None
             raise OAuthError(f"the authorization server refused the code ({error or response.status_code})")
         return str(body["access_token"])
