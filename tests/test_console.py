@@ -303,3 +303,36 @@ def test_oauth_code_replayed_in_a_new_flow_is_refused(oauth: tuple[ConsoleGatewa
     r = second.get("/console/oauth/callback", params={"code": code, "state": query["state"][0]})
     assert r.status_code == 401 and "refused the code" in r.text  # codes work once; PKCE binds them too
 
+
+
+# -- worker processes ---------------------------------------------------------------------------------
+
+
+def test_a_console_session_works_on_every_worker_of_a_fleet(tmp_path: Path, redis_url: str) -> None:
+    """`opsgate serve --workers 2 --demo-tokens`: the demo sign-in reaches the workers, and a session
+    opened by one worker is honoured by the other (sessions live in Redis, like the limiter's counts)."""
+    import shutil
+
+    import redis
+
+    from tests.conftest import POLICIES
+    from tests.harness import serving_process
+
+    shutil.copytree(POLICIES, tmp_path / "policies", ignore=shutil.ignore_patterns("tests"))
+    port = free_port()
+    argv = ["gateway.cli", "serve", "--workers", "2", "--port", str(port), "--policies", str(tmp_path / "policies"),
+            "--state-dir", str(tmp_path / "state"), "--limiter", "redis", "--redis-url", redis_url, "--demo-tokens"]
+    raw = redis.Redis.from_url(redis_url)
+    before = set(raw.scan_iter("opsgate-console*"))
+    with serving_process(argv, port, tmp_path / "fleet.log", "fleet", own_group=True, start_s=120) as fleet:
+        client = httpx.Client(base_url=fleet.url, follow_redirects=False, timeout=30,
+                              limits=httpx.Limits(max_keepalive_connections=0))  # a new connection each time
+        flow = CSRF.search(client.get("/console/signin").text)
+        assert flow is not None, fleet.log_tail()
+        assert client.post("/console/signin/demo", data={"_csrf": flow[1], "role": "ops_viewer"}).status_code == 303
+        opened = set(raw.scan_iter("opsgate-console*")) - before
+        assert len(opened) == 1  # the session is in Redis, where every worker reads it
+        statuses = [client.get("/console/trail").status_code for _ in range(20)]
+        assert statuses == [200] * 20, fleet.log_tail()
+        raw.delete(*opened)
+    raw.close()
