@@ -70,6 +70,8 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
                 await refusals
         if services.limiter is not None:
             await services.limiter.close()
+        if console is not None:
+            await console.sessions.aclose()
         if services.audit is not None:
             await services.audit.store.close()
         if tracer_provider is not None:

@@ -118,6 +118,12 @@ class Sessions:
     async def close(self, sid: str) -> None:
         await self.store.delete(_key("s", sid))
 
+    async def aclose(self) -> None:
+        """Release the store's connections (a Redis client), at the app's shutdown."""
+        closing = getattr(self.store, "__aexit__", None)
+        if closing is not None:
+            await closing(None, None, None)
+
     async def start_flow(self, **oauth: str) -> tuple[str, Flow]:
         fid = secrets.token_urlsafe(32)
         flow = Flow(csrf=secrets.token_urlsafe(32), expires_at=self._clock() + FLOW_TTL_S, **oauth)
