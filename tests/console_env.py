@@ -76,6 +76,7 @@ class ConsoleGateway:
 def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
                     **settings: Any) -> Iterator[ConsoleGateway]:
     shutil.copytree(POLICIES, root / "policies", ignore=shutil.ignore_patterns("tests"))
+    (root / "policies" / "console-dryrun.cedar").write_text(DRYRUN)
     (root / "exceptions").mkdir()
     candidate = root / "candidates" / "viewers-comment"
     shutil.copytree(POLICIES, candidate, ignore=shutil.ignore_patterns("tests"))
@@ -89,6 +90,12 @@ def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
         yield ConsoleGateway(RunningGateway(url, services, secret, config.auth_issuer), root)
 
 
+DRYRUN_ID = "console.dryrun.viewers-no-ping"
+# A policy being tried out: it would deny viewers' pings, so every viewer ping's row carries its shadow.
+DRYRUN = f'''@id("{DRYRUN_ID}")
+@mode("dryrun")
+forbid (principal in Ops::Role::"ops_viewer", action == Ops::Action::"echo.ping", resource);
+'''
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
 
 
@@ -112,4 +119,4 @@ def csrf_of(client: httpx.Client, path: str = "/console/trail") -> str:
     return m[1]
 
 
-__all__ = ["ADMIN", "CSRF", "FILER", "VIEWER", "ConsoleGateway", "console_gateway", "csrf_of", "signed_in"]
+__all__ = ["ADMIN", "CSRF", "DRYRUN_ID", "FILER", "VIEWER", "ConsoleGateway", "console_gateway", "csrf_of", "signed_in"]

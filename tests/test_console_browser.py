@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.console_env import FILER, ConsoleGateway, console_gateway
+from tests.console_env import DRYRUN_ID, FILER, ConsoleGateway, console_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -131,6 +131,8 @@ def test_an_admin_filters_the_trail_and_opens_a_decision(page: Any, cg: ConsoleG
     page.wait_for_url(re.compile(r"/console/trail/[0-9a-f-]{36}$"))
     assert "rbac.viewer.read" in page.inner_text("main")
     assert "permit" in page.inner_text("article.policy pre")  # the policy's own text from its file
+    shadow = page.inner_text("main")
+    assert "Dryrun shadow" in shadow and DRYRUN_ID in shadow and "would have been denied" in shadow
     shot(page, "decision")
 
 
@@ -155,7 +157,6 @@ def test_approve_in_the_page_four_eyes_then_revoke(page: Any, cg: ConsoleGateway
     page.context.clear_cookies()
     demo_sign_in(page, cg, "ops_admin")  # a second admin
     page.goto(cg.url + "/console/exceptions")
-    shot(page, "exceptions")
     page.click(f"a[href='/console/exceptions/{exception_id}']")
     page.click("#approve")
     confirm = page.inner_text(".confirm")
@@ -222,6 +223,9 @@ def test_policies_and_health_pages(page: Any, cg: ConsoleGateway) -> None:
     page.goto(cg.url + "/console/policies")
     matrix = page.inner_text("table.matrix")
     assert "echo.ping" in matrix and "allow" in matrix and "deny" in matrix
+    changed = page.inner_text(f"article.policy:has-text('{DRYRUN_ID}') header")
+    viewer_pings = re.search(r"would have changed (\d+) outcome", changed)
+    assert viewer_pings is not None and int(viewer_pings[1]) >= 3  # the fixture's three viewer pings at least
     shot(page, "policies")
     page.select_option("select[name=candidate]", "viewers-comment")
     page.click("form[action='/console/policies/diff'] button")
@@ -253,3 +257,13 @@ def _csrf(page: Any, cg: ConsoleGateway) -> str:
 def _state_of(page: Any, cg: ConsoleGateway, exception_id: str) -> str:
     return page.request.get(cg.url + f"/console/exceptions/{exception_id}").text()
 
+
+
+def test_every_exception_state_on_one_page(page: Any, cg: ConsoleGateway) -> None:
+    """Last: the tests above left exceptions revoked, active and pending (one with markup for a justification)."""
+    demo_sign_in(page, cg, "ops_admin")
+    page.goto(cg.url + "/console/exceptions")
+    text = page.inner_text("main")
+    for state in ("Pending", "Active", "Revoked"):
+        assert re.search(rf"{state} \((?!0\))\d+\)", text), state
+    shot(page, "exceptions")
