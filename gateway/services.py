@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 
 from engine import Decision, Engine, Uid, utcnow
 from engine import Request as Query
+from engine.impact import Asked
 from gateway.audit import Audit
 from gateway.edge import Refusals
 from gateway.errors import HTTP_STATUS, Code, GatewayError
@@ -94,8 +95,9 @@ class Services:
         return await store.journal_backlog() if isinstance(store, OutboxEventStore) else None
 
     async def record_decision_api(self, caller: Caller, path: str, query: dict[str, Any], decision: Decision,
-                                  duration_ms: int) -> None:
-        """A decision-API answer is an audited operation too (provider "opsgate", tool "decide").
+                                  duration_ms: int, asked: Asked | None = None) -> None:
+        """A decision-API answer is an audited operation too (provider "opsgate", tool "decide"), with
+        the request as decided (`asked`) so `opsgate policy replay` can decide it again.
         Raises HTTP 503 EVENT_STORE_UNAVAILABLE when it cannot be recorded: the answer is withheld."""
         if self.audit is None:
             return
@@ -103,7 +105,7 @@ class Services:
             await self.audit.record(caller_id=caller.id, tool="opsgate.decide", arguments={"path": path, **query},
                                     decision=decision, result={"status": "answered", "allow": decision.allowed,
                                                                "decision_id": decision.decision_id},
-                                    duration_ms=duration_ms)
+                                    duration_ms=duration_ms, asked=asked)
         except GatewayError as e:
             raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload) from None
 
