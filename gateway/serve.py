@@ -145,7 +145,8 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
 
     limiter: Any
     if config.limiter == "redis":
-        limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
+        limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets),
+                               timeout_s=config.redis_timeout_s)
     else:
         limiter = MemoryLimiter()
     store: EventStore
