@@ -152,9 +152,11 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
     store: EventStore
     if config.events == "postgres":
         store = OutboxEventStore(Path(config.state_dir) / "events-outbox.db", PostgresEventStore(config.database_url),
-                                 durability=config.events_durability, max_pending=config.events_outbox_max)
+                                 durability=config.events_durability, max_pending=config.events_outbox_max,
+                                 log_reserve_bytes=config.events_log_reserve_bytes)
     else:
-        store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability)
+        store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability,
+                                 log_reserve_bytes=config.events_log_reserve_bytes)
     # Exceptions load only with what the audit trail and the vault vouch for (held back until start).
     trust = TrustSource(config.exceptions, store, vault)
     engine = Engine.from_dir(config.policies, exceptions=config.exceptions, exception_trust=trust)
