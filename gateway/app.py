@@ -45,10 +45,12 @@ def create_app(services: Services, *, allowed_hosts: list[str], allowed_origins:
         if services.audit is not None:
             await services.audit.store.start()
         watcher = asyncio.create_task(_watch_expiries(services))
+        await services.start_providers()
         try:
             async with manager.run():
                 yield
         finally:
+            await services.stop_providers()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -25,6 +25,7 @@ from gateway.registry import Registered, Registry
 from otel.events import RunEvent
 from otel.tracing import decision_span, enrich_call_span
 from providers.sdk import CallContext, ProviderBase, Refused, ToolError, current_call
+from providers.sdk.tool import parse_arguments
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -64,7 +65,11 @@ def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
 
 def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.CallToolResult:
     """The MCP result of a tool's return value. `scrub` (the redactor's text scrub) is applied to
-    its JSON text, so a vault secret a provider put in its answer never reaches the client."""
+    its JSON text, so a vault secret a provider put in its answer never reaches the client.
+    A provider relaying an MCP server returns the server's own CallToolResult: passed on whole
+    (images, audio, resources, structured content, isError), scrubbed the same way."""
+    if isinstance(value, types.CallToolResult):
+        return _scrubbed_result(value, scrub)
     data = msgspec.to_builtins(value)
     text = msgspec.json.encode(data).decode()
     if scrub is not None:
@@ -78,6 +83,20 @@ def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.Ca
             text = clean
     structured = data if isinstance(data, dict) else {"result": data}
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
+
+
+def _scrubbed_result(result: types.CallToolResult, scrub: Callable[[str], str] | None) -> types.CallToolResult:
+    if scrub is None:
+        return result
+    text = result.model_dump_json(by_alias=True, exclude_none=True)
+    clean = scrub(text)
+    if clean == text:
+        return result
+    try:
+        return types.CallToolResult.model_validate_json(clean)
+    except ValueError:
+        raise GatewayError(Code.INTERNAL_ERROR, "the tool's result was withheld: it could not be scrubbed of "
+                           "secrets") from None
 
 
 STATUS = {Code.FORBIDDEN: "denied", Code.USER_ID_REQUIRED: "invalid_input", Code.TABLE_NOT_ALLOWED: "denied",
@@ -104,8 +123,9 @@ class Pipeline:
         uid, entities = principal_of(caller)
         now = self.clock()
         return [t for t in self.registry.tools
-                if self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
-                                      now=now).allowed]
+                if t.provider.serves(t.tool.name)
+                and self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
+                                       now=now).allowed]
 
     # MCP clients list tools around every call (the SDK client does, to validate structured
     # output), and a listing is one decision per served tool: 40 tools cost ~2.7 ms. A listing is
@@ -120,29 +140,28 @@ class Pipeline:
         hit = self._listings.get(key)
         if hit is not None and now - hit[0] < self.LIST_TTL_S:
             return hit[1]
-        result = types.ListToolsResult(tools=[
-            types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
-            for t in self.visible_tools(caller)])
+        result = types.ListToolsResult(tools=[_listed(t) for t in self.visible_tools(caller)])
         if len(self._listings) >= self.LIST_CACHE_MAX:
             self._listings.clear()  # bounded; a full sweep is cheaper than bookkeeping an LRU
         self._listings[key] = (now, result)
         return result
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
-                        out: CallResult | None = None) -> types.CallToolResult:
+                        out: CallResult | None = None, peer: Any = None) -> types.CallToolResult:
         """Govern and run one call, then record exactly one audit event for whatever happened,
-        before anything is returned or raised to the caller."""
+        before anything is returned or raised to the caller. `peer` is the calling client as a
+        relaying provider may address it (providers.sdk.peer), where the transport has one."""
         out = out if out is not None else CallResult()
         start = time.perf_counter()
         try:
-            result = await self._call(caller, name, arguments, out)
+            result = await self._call(caller, name, arguments, out, peer)
         except GatewayError as e:
             registered = self.registry.get(name)
             if registered is not None:
                 _add_provider_data(e, registered.provider)
             await self._record(caller, name, arguments, out, start, {
                 "status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
-                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}})
+                **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error", "reason") if k in e.data}})
             raise
         await self._record(caller, name, arguments, out, start, {
             "status": "tool_error" if result.is_error else "ok", "content": result.structured_content})
@@ -157,18 +176,19 @@ class Pipeline:
                                     started=out.started)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
-                    out: CallResult) -> types.CallToolResult:
+                    out: CallResult, peer: Any = None) -> types.CallToolResult:
         registered = self.registry.get(name)
         if registered is None:
             raise GatewayError(Code.INVALID_INPUT, f"unknown tool {name!r}")
         try:
-            args = msgspec.convert(arguments or {}, registered.tool.input)
-        except msgspec.ValidationError as e:
+            args = parse_arguments(registered.tool.input, arguments or {})
+        except ValueError as e:
             raise GatewayError(Code.INVALID_INPUT, f"invalid arguments for {name}: {e}") from None
 
         provider = registered.provider.name
         decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out, arguments)
-        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role,
+                          peer=peer)
         token = current_call.set(ctx)
         try:
             value = await registered.tool.handler(ctx, args)
@@ -269,6 +289,15 @@ class Pipeline:
             out.started = await self.audit.begin(caller_id=caller.id, tool=name, arguments=arguments,
                                                   decision=decision)
         return decision
+
+
+def _listed(t: Registered) -> types.Tool:
+    tool = types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
+    if t.tool.title is None and t.tool.output_schema is None and t.tool.annotations is None:
+        return tool
+    return tool.model_copy(update={"title": t.tool.title, "output_schema": t.tool.output_schema,
+                                   "annotations": None if t.tool.annotations is None
+                                   else types.ToolAnnotations.model_validate(t.tool.annotations)})
 
 
 def _add_provider_data(e: GatewayError, provider: ProviderBase) -> None:

@@ -40,6 +40,7 @@ from providers.sdk.vault import Vault, get_or_create, open_vault
 from providers.sentry import SentryProvider
 from providers.socket import DEFAULT_BASE_URL as SOCKET_URL
 from providers.socket import SocketProvider
+from providers.upstream_mcp import UpstreamProvider
 
 T = TypeVar("T")
 DEV_SECRET = "opsgate_dev_jwt_secret"
@@ -71,6 +72,21 @@ def default_providers(config: GatewayConfig | None = None) -> list[Any]:
             SentryProvider(up.get("sentry", "https://sentry.io"), health_budget_s=budget),
             NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"),
                             health_budget_s=budget)]
+
+
+def upstream_providers(engine: Engine, config: GatewayConfig, taken: set[str]) -> list[UpstreamProvider]:
+    """One adapter per upstream MCP server the bundle declares (policies/upstreams/), handed its
+    declaration and pins as plain data."""
+    from gateway.schema_versions import breaking_changes
+    from providers.sdk.netns import Isolation
+
+    def breaking(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+        return breaking_changes({"tool": {"input_schema": old}}, {"tool": {"input_schema": new}})
+
+    return [UpstreamProvider(msgspec.to_builtins(u), breaking=breaking, health_budget_s=config.health_timeout_s,
+                             isolate=Isolation.for_upstream(u.name) if u.declaration.transport == "stdio"
+                             and u.declaration.isolation == "netns" else None)
+            for u in engine.bundle.upstreams if u.name not in taken]
 
 
 def _blocking(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -134,8 +150,9 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None)
     redactor = Redactor(lambda: (secret.decode(), *runtime.revealed), config.sensitive_paths)
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids)
     runtime.audit = audit
-    registry = Registry(providers if providers is not None else default_providers(config),
-                        runtime=ProviderDoor(runtime))
+    served = list(providers if providers is not None else default_providers(config))
+    served += upstream_providers(engine, config, {getattr(p, "name", None) for p in served})
+    registry = Registry(served, runtime=ProviderDoor(runtime))
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault), secret
 
 
@@ -149,5 +166,14 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None) -> t
     return app, services, secret
 
 
-__all__ = ["build_app", "build_services", "default_providers", "demo_user_id", "make_authenticator", "mint_token",
-           "open_configured_vault", "signing_key"]
+__all__ = [
+    "build_app",
+    "build_services",
+    "default_providers",
+    "demo_user_id",
+    "make_authenticator",
+    "mint_token",
+    "open_configured_vault",
+    "signing_key",
+    "upstream_providers",
+]

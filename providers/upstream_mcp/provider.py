@@ -1,0 +1,319 @@
+"""UpstreamProvider: one ProviderBase adapter, instantiated per declared upstream MCP server.
+
+The gateway serves each pinned tool that has a kind as `<upstream>.<tool>`, so the pipeline,
+catalogue, engine and audit treat it as any provider's tool. What this adapter adds:
+
+- Only pinned tools, exactly as pinned: the description, schemas and annotations a client sees
+  are the pins'; arguments are validated against the pinned input schema before the upstream is
+  asked, and a structured result against the pinned output schema after.
+- Drift: the upstream's tools are listed when a session opens, on `tools/list_changed` and every
+  `relist_s`. A pinned tool whose live definition differs, or that vanished, is not served (a call
+  is refused FORBIDDEN with `reason: definition_changed`, and it leaves tools/list); a new tool is
+  never served. Each distinct change is recorded once as a `<upstream>.definition_changed` row
+  with the diff (and, for input schemas, whether rule 9 would call it compatible).
+- Every way an upstream can misbehave ends in an answer to the caller: a JSON-RPC error, a hang
+  (past `timeouts.call_s`), a death mid-call, an oversized or schema-violating answer each become
+  a tool error that says which, and the session involved is not reused.
+- Secrets come from the vault at connect time only (`get_vault_secret`: a `read_secret` decision),
+  as HTTP headers (`http`) or child environment variables (`stdio`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import jsonschema
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError
+from providers.sdk.tool import JsonSchemaInput
+from providers.upstream_mcp import child
+from providers.upstream_mcp.drift import Change, compare, live_definition
+from providers.upstream_mcp.pool import Pool, Session, SessionFailed, describe
+from providers.upstream_mcp.relay import Relay
+from providers.upstream_mcp.spec import UpstreamSpec
+
+log = logging.getLogger("opsgate.upstream")
+Breaking = Callable[[dict[str, Any], dict[str, Any]], list[str]]  # rule 9: (pinned, live) input schema -> problems
+
+
+class UpstreamProvider(ProviderBase):
+    name = "upstream"  # replaced per instance by the upstream's own name
+
+    def __init__(self, spec: Any, *, breaking: Breaking | None = None, health_budget_s: float = 5.0,
+                 isolate: Any = None) -> None:
+        self.spec = UpstreamSpec.of(spec)
+        self.name = self.spec.name  # type: ignore[misc]
+        self.decl = self.spec.declaration
+        self.health_budget_s = health_budget_s
+        self.breaking = breaking
+        self.isolate = isolate  # providers.sdk.netns.Isolation for a stdio child, or None
+        self.pins = {t.name: t for t in self.spec.pins.tools} if self.spec.pins is not None else {}
+        self.local = {local: up for up, local in self.spec.served.items()}
+        self.pool = Pool(self._client, size=self.decl.pool, connect_timeout_s=self.decl.timeouts.connect_s,
+                         on_open=self._on_open)
+        self.drifted: dict[str, str] = {}  # upstream tool name -> why it is not served
+        self.listed = False
+        self.recorded: set[str] = set()
+        self.isolation = "egress client" if self.decl.transport == "http" else "none"
+        self.isolation_reason = ""
+        self._proxy: Any = None
+        self._proxy_url: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._relist_lock = asyncio.Lock()
+
+    # -- what is served ---------------------------------------------------------------------
+
+    def tools(self) -> list[Tool]:
+        out = []
+        for upstream_name, local in self.spec.served.items():
+            pin = self.pins[upstream_name]
+            kind = self.decl.tools[upstream_name].kind
+            out.append(Tool(local, kind, JsonSchemaInput(pin.input_schema),  # type: ignore[arg-type]
+                            pin.description or pin.title or upstream_name, self._handler(upstream_name),
+                            title=pin.title, output_schema=pin.output_schema, annotations=pin.annotations))
+        return out
+
+    def serves(self, tool: str) -> bool:
+        upstream_name = self.local.get(tool)
+        return upstream_name is None or upstream_name not in self.drifted
+
+    def _handler(self, upstream_name: str) -> Callable[[CallContext, dict[str, Any]], Any]:
+        async def handler(ctx: CallContext, args: dict[str, Any]) -> Any:
+            return await self.call(ctx, upstream_name, args)
+        return handler
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.decl.transport == "stdio":
+            await self._start_proxy()
+        self._spawn(self._supervise())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.pool.close()
+        if self._proxy is not None:
+            await self._proxy.close()
+        if self.isolate is not None:
+            await self.isolate.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self) -> None:
+        """Start-up children and http upstreams are listed at once; everything every relist_s."""
+        first = self.decl.start == "startup" or self.decl.transport == "http"
+        while True:
+            if first:
+                try:
+                    await self.relist()
+                except Exception as e:  # a down upstream is a health answer, not a crash; try again later
+                    log.warning("%s: listing the upstream's tools failed: %s", self.name, describe(e))
+            first = True
+            await asyncio.sleep(self.decl.relist_s)
+
+    async def _start_proxy(self) -> None:
+        self._proxy = self.egress_proxy()
+        if self.isolate is not None:
+            try:
+                sock = await self.isolate.open()
+                self._proxy_url = await self._proxy.start(sock=sock)
+                self.isolation, self.isolation_reason = "netns", self.isolate.describe()
+                return
+            except Exception as e:  # the host does not allow it: say so, and fall back to the proxy alone
+                self.isolation_reason = f"no network namespace: {describe(e)}"
+                await self.isolate.close()
+                self.isolate = None
+        self._proxy_url = await self._proxy.start()
+        self.isolation = "proxy-env only"
+        self.isolation_reason = self.isolation_reason or "the child is given the proxy variables; nothing stops " \
+                                                         "it from connecting directly"
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _client(self, session: Session) -> AsyncIterator[Client]:
+        secrets = {s.name: await self.get_vault_secret(s.name) for s in self.decl.secrets}
+        relay = Relay(self.name, session, self._list_changed)
+        session.relay = relay  # type: ignore[attr-defined]
+        if self.decl.transport == "http":
+            assert self.decl.url is not None
+            headers = {s.header: s.format.replace("{value}", secrets[s.name]) for s in self.decl.secrets
+                       if s.header}
+            http = self.mcp_http_client(headers=headers, timeout=self.decl.timeouts.connect_s,
+                                        read_timeout=max(self.decl.timeouts.call_s, 30.0))
+            async with http, Client(streamable_http_client(self.decl.url, http_client=http), mode="auto",
+                                    **relay.callbacks()) as client:
+                yield client
+            return
+        if self._proxy_url is None:
+            await self._start_proxy()
+        env = {s.env: s.format.replace("{value}", secrets[s.name]) for s in self.decl.secrets if s.env}
+        netns = self.isolate.name if self.isolate is not None and self.isolation == "netns" else None
+        params = child.parameters(self.decl, env, self._proxy_url, netns)
+        async with Client(params, mode="auto", **relay.callbacks()) as client:
+            yield client
+
+    async def _on_open(self, session: Session) -> None:
+        await self._list(session)
+
+    async def _list_changed(self) -> None:
+        self._spawn(self.relist())
+
+    async def relist(self) -> None:
+        """List the upstream's tools on a session of the pool and apply the result."""
+        async with self._relist_lock, self.pool.lease(None, self.decl.timeouts.connect_s) as session:
+            if not getattr(session, "fresh_listing", False):
+                await self._list(session)
+            session.fresh_listing = False  # type: ignore[attr-defined]
+
+    async def live_definitions(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """The upstream's tools as it lists them now (pinned shape), and what it says of itself;
+        nothing is applied or recorded (`opsgate upstream pin` and `diff`)."""
+        self.pool.on_open = None
+        async with self.pool.lease(None, self.decl.timeouts.connect_s) as session:
+            live = await self._listing(session)
+            info = session.client.server_info if session.client is not None else None
+            server = {"protocol_version": session.protocol_version,
+                      **({"name": info.name, "version": info.version} if info is not None else {})}
+        return live, server
+
+    async def _list(self, session: Session) -> None:
+        live = await self._listing(session)
+        session.fresh_listing = True  # type: ignore[attr-defined]
+        await self._apply(live)
+
+    async def _listing(self, session: Session) -> dict[str, dict[str, Any]]:
+        assert session.client is not None
+        live: dict[str, dict[str, Any]] = {}
+        cursor: str | None = None
+        async with asyncio.timeout(self.decl.timeouts.list_s):
+            for _ in range(100):  # a paginator that never ends cannot hang the gateway
+                page = await session.client.list_tools(cursor=cursor, cache_mode="bypass")
+                for tool in page.tools:
+                    live[tool.name] = live_definition(tool)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return live
+
+    async def _apply(self, live: dict[str, dict[str, Any]]) -> None:
+        changes = compare(self.spec.pins, live)
+        self.drifted = {c.tool: f"{c.change}: {'; '.join(c.diff)}" for c in changes if c.change != "added"}
+        self.listed = True
+        for change in changes:
+            if change.key not in self.recorded:
+                self.recorded.add(change.key)
+                await self._record(change)
+
+    async def _record(self, change: Change) -> None:
+        payload: dict[str, Any] = {"upstream": self.name, "tool": change.tool, "change": change.change,
+                                   "diff": list(change.diff), "served_as": self.spec.served.get(change.tool)}
+        pin = self.pins.get(change.tool)
+        if change.change == "changed" and pin is not None and change.live is not None:
+            old, new = pin.input_schema, change.live.get("input_schema", {})
+            if old == new:
+                payload["schema_change"] = "none"
+            elif self.breaking is not None:
+                problems = self.breaking(old, new)
+                payload["schema_change"] = "breaking" if problems else "compatible"
+                payload["breaking"] = problems
+        log.warning("%s: tool %s %s since it was pinned; not served", self.name, change.tool, change.change)
+        try:
+            await self.emit_event("definition_changed", payload, {"status": "not_served", "change": change.change})
+        except Exception as e:  # the tool stays unserved either way
+            log.error("%s: could not record a definition change: %s", self.name, type(e).__name__)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def call(self, ctx: CallContext, upstream_name: str, args: dict[str, Any]) -> Any:
+        timeout = self.decl.timeouts.call_s
+        if not self.listed:
+            try:
+                await self.relist()
+            except (SessionFailed, TimeoutError, MCPError, OSError) as e:
+                raise ToolError(f"{self.name} is unavailable: {describe(e)}") from None
+        if upstream_name in self.drifted:
+            raise Refused("FORBIDDEN", f"{ctx.tool}: its definition changed since it was pinned "
+                                       f"({self.drifted[upstream_name][:300]}); not served until it is re-pinned",
+                          reason="definition_changed")
+        started = time.monotonic()
+        try:
+            async with self.pool.lease(ctx, timeout) as session:
+                session.relay.reset()  # type: ignore[attr-defined]
+                assert session.client is not None
+                async with asyncio.timeout(timeout):
+                    result = await session.client.call_tool(
+                        upstream_name, args, read_timeout_seconds=timeout,
+                        progress_callback=session.relay.progress)  # type: ignore[attr-defined]
+        except TimeoutError:
+            raise ToolError(f"{self.name} did not answer {upstream_name} within {timeout:g}s "
+                            f"({time.monotonic() - started:.1f}s); the call was cancelled upstream") from None
+        except SessionFailed as e:
+            raise ToolError(f"{self.name} is unavailable: {e}") from None
+        except MCPError as e:
+            raise ToolError(f"{self.name} answered {upstream_name} with an error: {e.error.message[:300]}") from None
+        except RuntimeError as e:
+            if "structured content" not in str(e):
+                raise ToolError(f"{self.name} failed during {upstream_name} ({describe(e)})") from None
+            # the SDK checks structured content against the listed schema, which is the pinned one (no drift)
+            raise ToolError(f"{self.name} answered {upstream_name} with a result that violates its pinned output "
+                            f"schema: {str(e).rsplit(':', 1)[-1].strip()[:200]}") from None
+        except Exception as e:  # the connection broke (the child died mid-call, the server went away)
+            raise ToolError(f"{self.name} failed during {upstream_name} (the upstream connection was lost: "
+                            f"{describe(e)})") from None
+        return self._checked(upstream_name, result)
+
+    def _checked(self, upstream_name: str, result: Any) -> Any:
+        size = len(result.model_dump_json(by_alias=True, exclude_none=True))
+        if size > self.decl.max_result_bytes:
+            raise ToolError(f"{self.name} answered {upstream_name} with {size} bytes, over the limit of "
+                            f"{self.decl.max_result_bytes}; the answer was not relayed")
+        schema = self.pins[upstream_name].output_schema
+        if schema is not None and not result.is_error:
+            if result.structured_content is None:
+                raise ToolError(f"{self.name} answered {upstream_name} without the structured content its "
+                                "pinned output schema requires")
+            error = jsonschema.exceptions.best_match(
+                jsonschema.validators.validator_for(schema)(schema).iter_errors(result.structured_content))
+            if error is not None:
+                raise ToolError(f"{self.name} answered {upstream_name} with a result that violates its pinned "
+                                f"output schema: {error.message[:200]}")
+        return result
+
+    # -- health (rule 6) ---------------------------------------------------------------------
+
+    async def probe(self) -> None:
+        """An MCP ping (server/discover on 2026-07-28 sessions, which have no ping)."""
+        async with self.pool.lease(None, self.health_budget_s) as session:
+            assert session.client is not None
+            if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await session.client.session.discover()
+            else:
+                await session.client.session.send_ping()
+
+    def report(self) -> dict[str, Any]:
+        """What `opsgate upstream check` prints about this upstream."""
+        return {"upstream": self.name, "transport": self.decl.transport, "isolation": self.isolation,
+                "why": self.isolation_reason, "served": sorted(f"{self.name}.{v}" for v in self.spec.served.values()),
+                "pinned": sorted(self.pins), "unkinded": sorted(t for t in self.pins if t not in self.spec.served),
+                "drifted": dict(sorted(self.drifted.items())), "sessions": self.pool.live,
+                "last_error": self.pool.last_error}
+
+
+__all__ = ["UpstreamProvider"]
