@@ -31,6 +31,7 @@ import jsonschema
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError
@@ -267,6 +268,9 @@ class UpstreamProvider(ProviderBase):
         except SessionFailed as e:
             raise ToolError(f"{self.name} is unavailable: {e}") from None
         except MCPError as e:
+            if e.error.code == CONNECTION_CLOSED:
+                raise ToolError(f"{self.name} failed during {upstream_name} (the upstream connection was lost: "
+                                f"{e.error.message[:200]})") from None
             raise ToolError(f"{self.name} answered {upstream_name} with an error: {e.error.message[:300]}") from None
         except RuntimeError as e:
             if "structured content" not in str(e):

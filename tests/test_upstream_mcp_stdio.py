@@ -1,0 +1,142 @@
+"""An upstream MCP server run by the gateway as a stdio child: a minimal environment with its
+secret from the vault, network only through the gateway's egress proxy (and, as root, a network
+namespace with nothing else in it), and every way the child can misbehave ending in an answer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from gateway.config import GatewayConfig
+from providers.echo import EchoProvider
+from tests.conftest import put_secret
+from tests.harness import RunningGateway, code_of, running_gateway, serving_app
+from tests.upstream_env import bundle, pin, stdio_decl
+from tests.upstreams.mcp_fixture import FixtureState
+
+pytestmark = pytest.mark.anyio
+TOKEN = "fx-child-token-" + "Q7" * 16  # only ever in the vault
+
+
+def target_app(name: str) -> Starlette:
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(f"hello from {name}")
+    return Starlette(routes=[Route("/", hello)])
+
+
+@pytest.fixture(scope="module")
+def targets() -> Iterator[tuple[str, str]]:
+    """Two loopback web servers: the child may reach the first, not the second."""
+    with serving_app(target_app("allowed"), "allowed") as allowed, serving_app(target_app("other"), "other") as other:
+        yield allowed, other
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, targets: tuple[str, str]) -> tuple[Path, Path, FixtureState]:
+    tmp = tmp_path_factory.mktemp("stdio")
+    state = FixtureState(tmp / "state.json")
+    decl = stdio_decl(state.path, secrets=[{"name": "fx_token", "env": "FIXTURE_TOKEN"}],
+                      timeouts={"connect_s": 30, "call_s": 5, "list_s": 20})
+    policies = bundle(tmp, "fx", decl, allow=[targets[0]])
+    put_secret(tmp / "state" / "vault", "fx_token", TOKEN)
+    assert pin(policies, tmp / "state", "fx") == 0
+    return policies, tmp / "state", state
+
+
+@pytest.fixture(scope="module")
+def gw(setup: tuple[Path, Path, FixtureState]) -> Iterator[RunningGateway]:
+    policies, state_dir, _ = setup
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(state_dir)),
+                         providers=[EchoProvider()]) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh(setup: tuple[Path, Path, FixtureState]) -> FixtureState:
+    setup[2].reset()
+    return setup[2]
+
+
+async def call(gw: RunningGateway, tool: str, args: dict[str, Any] | None = None, role: str = "ops_admin") -> Any:
+    try:
+        async with gw.client(gw.token(role)) as c:
+            return await c.call_tool(tool, args or {})
+    except BaseException as e:
+        return code_of(e)
+
+
+def upstream(gw: RunningGateway) -> Any:
+    return gw.services.registry.providers["fx"]
+
+
+async def test_a_stdio_child_serves_its_pinned_tools(gw: RunningGateway, fresh: FixtureState) -> None:
+    r = await call(gw, "fx.echo", {"message": "over stdio"})
+    assert r.structured_content == {"message": "over stdio"}
+    assert fresh.calls() == ["echo"]
+
+
+async def test_the_child_gets_path_its_secret_and_the_proxy_and_nothing_else(gw: RunningGateway) -> None:
+    r = await call(gw, "fx.env")
+    keys = set(r.structured_content["keys"])
+    assert keys <= {"PATH", "FIXTURE_TOKEN", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy",
+                    "NO_PROXY", "no_proxy", "LC_CTYPE"}, keys
+    assert {"PATH", "FIXTURE_TOKEN", "HTTPS_PROXY"} <= keys
+    assert not keys & {"HOME", "USER", "PYTHONPATH", "VIRTUAL_ENV"}
+    assert r.structured_content["token_sha256"] == hashlib.sha256(TOKEN.encode()).hexdigest()
+
+
+async def test_the_proxy_lets_the_child_reach_its_allowlist_only_and_records_a_refusal(
+        gw: RunningGateway, targets: tuple[str, str]) -> None:
+    allowed, other = targets
+    ok = (await call(gw, "fx.reach", {"url": allowed + "/"})).structured_content
+    assert ok["proxy"].startswith("HTTP/1.1 200") and "hello from allowed" in ok["proxy_body"]
+    refused = (await call(gw, "fx.reach", {"url": other + "/"})).structured_content
+    assert refused["proxy"].startswith("HTTP/1.1 403") and "hello" not in refused["proxy_body"]
+    rows = await gw.services.audit.store.query(provider="fx", tool="egress", limit=50)  # type: ignore[union-attr]
+    port = other.rsplit(":", 1)[1]
+    assert any(r.payload["args"].get("via") == "proxy" and str(r.payload["args"].get("port")) == port
+               for r in rows), [r.payload for r in rows]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
+async def test_as_root_the_child_has_no_way_out_but_the_proxy(gw: RunningGateway, targets: tuple[str, str]) -> None:
+    await call(gw, "fx.echo", {"message": "start"})
+    report = upstream(gw).report()
+    assert report["isolation"] == "netns", report
+    direct = (await call(gw, "fx.reach", {"url": targets[0] + "/"})).structured_content
+    assert direct["direct"].startswith("error"), direct  # even an allowlisted host: only via the proxy
+    assert direct["proxy"].startswith("HTTP/1.1 200")
+
+
+async def test_a_child_dying_mid_call_is_a_clear_error_and_the_next_call_restarts_it(
+        gw: RunningGateway, fresh: FixtureState) -> None:
+    r = await call(gw, "fx.die")
+    assert r.is_error and "connection was lost" in r.content[0].text
+    rows = await gw.services.audit.store.query(provider="fx", tool="die", limit=5)  # type: ignore[union-attr]
+    assert rows[-1].result["status"] == "tool_error" and "connection was lost" in rows[-1].result["content"]["error"]
+    again = await call(gw, "fx.echo", {"message": "back"})
+    assert again.structured_content == {"message": "back"}
+
+
+async def test_a_hanging_call_ends_in_an_error_at_the_declared_timeout(gw: RunningGateway) -> None:
+    r = await call(gw, "fx.hang")
+    assert r.is_error and "did not answer hang within 5s" in r.content[0].text
+    assert (await call(gw, "fx.echo", {"message": "still here"})).structured_content == {"message": "still here"}
+
+
+async def test_a_flood_of_notifications_does_not_hold_the_call(gw: RunningGateway) -> None:
+    r = await call(gw, "fx.flood", {"n": 600})
+    assert not r.is_error and r.content[0].text == "flooded 600"
+
+
+async def test_a_caller_denied_never_reaches_the_child(gw: RunningGateway, fresh: FixtureState) -> None:
+    assert await call(gw, "fx.noop", role="ops_viewer") == "FORBIDDEN"
+    assert fresh.calls() == []
