@@ -85,6 +85,9 @@ class Declaration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeouts: Timeouts = Timeouts()
     relist_s: float = 300.0  # periodic re-list of the upstream's tools (drift detection)
     isolation: Literal["netns", "proxy"] = "netns"  # stdio: the strongest wanted; `check` says what is had
+    # The protocol toward the upstream, negotiated apart from the caller's: "auto" prefers 2026-07-28
+    # (server-to-client requests then come as input-required results), "legacy" the 2025 handshake.
+    protocol: Literal["auto", "legacy"] = "auto"
     secrets: tuple[SecretUse, ...] = ()
     tools: dict[str, ToolDecl] = {}
     resources: KindDecl | None = None

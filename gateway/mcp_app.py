@@ -23,6 +23,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import Code, GatewayError
+from gateway.peer import CallerPeer
 from gateway.pipeline import Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
 from otel.tracing import set_session_id
@@ -61,7 +62,7 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             set_session_id(ctx.request.headers.get("mcp-session-id"))
         out = CallResult()
         try:
-            return await pipeline.call_tool(caller, params.name, params.arguments, out)
+            return await pipeline.call_tool(caller, params.name, params.arguments, out, peer=CallerPeer(ctx))
         except GatewayError as e:
             raise e.to_mcp() from None
         finally:

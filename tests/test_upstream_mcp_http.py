@@ -13,6 +13,11 @@ import pytest
 
 from gateway.config import GatewayConfig
 from providers.echo import EchoProvider
+import anyio
+import httpx2
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
+
 from tests.harness import RunningGateway, code_of, running_gateway, serving_app, unwrap
 from tests.upstream_env import bundle, http_decl, pin
 from tests.upstreams.mcp_fixture import FixtureState, http_app
@@ -31,7 +36,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Fi
 def pinned(upstream: tuple[str, FixtureState], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     url, _ = upstream
     tmp = tmp_path_factory.mktemp("pinned")
-    policies = bundle(tmp, "fx", http_decl(url), allow=[url])
+    # the 2025 handshake toward the fixture: its sampling and elicitation are server-to-client requests
+    policies = bundle(tmp, "fx", http_decl(url, protocol="legacy"), allow=[url])
     assert pin(policies, tmp / "state", "fx") == 0
     return policies, tmp / "state"
 
@@ -216,3 +222,65 @@ def test_an_optional_field_added_is_reported_compatible_and_a_required_one_break
     before = (policies / "upstreams" / "fx.pins.json").read_text()
     assert pin_again(policies, state_dir, "fx") == 1
     assert (policies / "upstreams" / "fx.pins.json").read_text() == before
+
+
+# -- relays: the upstream's requests and notifications reach the caller ------------------------------
+
+def legacy_client(gw: RunningGateway, role: str, **callbacks: Any) -> Any:
+    """A 2025-11-25 client (initialize, a session, its GET stream open) with the given callbacks."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.token(role)}"}, timeout=30)
+    return http, Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="legacy", **callbacks)
+
+
+async def test_sampling_and_elicitation_reach_a_2025_caller_and_its_answers_the_upstream(gw: RunningGateway) -> None:
+    asked: list[str] = []
+
+    async def sample(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append(params.messages[0].content.text)  # type: ignore[union-attr]
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="4"),
+                                         model="test-model")
+
+    async def elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    http, client = legacy_client(gw, "ops_viewer", sampling_callback=sample, elicitation_callback=elicit)
+    async with http, client as c:
+        sampled = await c.call_tool("fx.sample", {})
+        elicited = await c.call_tool("fx.elicit", {})
+    assert sampled.content[0].text == "model said: 4"
+    assert elicited.content[0].text == 'accept: {"name": "Ada"}'
+    assert asked == ["2+2?", "Your name?"]
+
+
+async def test_a_2026_caller_is_told_why_sampling_cannot_reach_it_and_nothing_hangs(gw: RunningGateway) -> None:
+    async def sample(ctx: Any, params: Any) -> Any:
+        raise AssertionError("a 2026-07-28 caller cannot be asked")
+
+    async with gw.client(gw.token("ops_viewer")) as c:  # auto: 2026-07-28
+        r = await c.call_tool("fx.sample", {})
+    assert r.is_error and "cannot be relayed" in r.content[0].text and "2026-07-28" in r.content[0].text
+
+
+async def test_progress_and_log_messages_reach_a_2025_caller(gw: RunningGateway) -> None:
+    logs: list[Any] = []
+    progress: list[float] = []
+    done = anyio.Event()
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+        if len(logs) == 5 and len(progress) == 5:
+            done.set()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+        if len(logs) == 5 and len(progress) == 5:
+            done.set()
+
+    http, client = legacy_client(gw, "ops_viewer", logging_callback=on_log)
+    async with http, client as c:
+        r = await c.call_tool("fx.flood", {"n": 5}, progress_callback=on_progress)
+        with anyio.fail_after(30):  # they travel on the session's GET stream, beside the answer
+            await done.wait()
+    assert r.content[0].text == "flooded 5"
+    assert logs == [{"i": i} for i in range(5)] and progress == [1, 2, 3, 4, 5]

@@ -158,7 +158,7 @@ class UpstreamProvider(ProviderBase):
                        if s.header}
             http = self.mcp_http_client(headers=headers, timeout=self.decl.timeouts.connect_s,
                                         read_timeout=max(self.decl.timeouts.call_s, 30.0))
-            async with http, Client(streamable_http_client(self.decl.url, http_client=http), mode="auto",
+            async with http, Client(streamable_http_client(self.decl.url, http_client=http), mode=self.decl.protocol,
                                     **relay.callbacks()) as client:
                 yield client
             return
@@ -167,7 +167,7 @@ class UpstreamProvider(ProviderBase):
         env = {s.env: s.format.replace("{value}", secrets[s.name]) for s in self.decl.secrets if s.env}
         netns = self.isolate.name if self.isolate is not None and self.isolation == "netns" else None
         params = child.parameters(self.decl, env, self._proxy_url, netns)
-        async with Client(params, mode="auto", **relay.callbacks()) as client:
+        async with Client(params, mode=self.decl.protocol, **relay.callbacks()) as client:
             yield client
 
     async def _on_open(self, session: Session) -> None:

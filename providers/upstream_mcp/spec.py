@@ -45,6 +45,7 @@ class Declaration(msgspec.Struct, frozen=True):
     timeouts: Timeouts = Timeouts()
     relist_s: float = 300.0
     isolation: Literal["netns", "proxy"] = "netns"
+    protocol: Literal["auto", "legacy"] = "auto"
     secrets: tuple[SecretUse, ...] = ()
     tools: dict[str, ToolDecl] = {}
     resources: KindDecl | None = None
