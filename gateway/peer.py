@@ -3,11 +3,11 @@ the MCP request the gateway is serving.
 
 What can reach the caller depends on its protocol version and the gateway's transport:
 
-| caller | transport | server-to-client requests | progress, log messages |
-|---|---|---|---|
-| 2025-06-18, 2025-11-25 | stdio | on the connection | on the request |
-| 2025-06-18, 2025-11-25 | HTTP (JSON responses) | on the session's GET stream, if the client opened one | on the GET stream |
-| 2026-07-28 | any | none: the version forbids them (PeerUnavailable at once) | on the request's stream: dropped over HTTP, whose answers are JSON |
+- 2025-06-18, 2025-11-25 over stdio: requests on the connection; progress and logs on the request.
+- 2025-06-18, 2025-11-25 over HTTP (JSON answers): requests, progress and logs on the session's GET
+  stream, if the client opened one (without one: PeerUnavailable for requests, notifications lost).
+- 2026-07-28: no server-to-client requests at all (PeerUnavailable at once); progress and logs ride
+  the request's own stream, which over HTTP is a JSON answer here, so they are dropped.
 
 A request that cannot be carried fails at once with the reason (never a wait for an answer that
 cannot come); one that can is bounded by `REQUEST_TIMEOUT_S`. The peer never exposes the caller's

@@ -9,15 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from gateway.config import GatewayConfig
-from providers.echo import EchoProvider
 import anyio
 import httpx2
+import pytest
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
+from gateway.config import GatewayConfig
+from providers.echo import EchoProvider
 from tests.harness import RunningGateway, code_of, running_gateway, serving_app, unwrap
 from tests.upstream_env import bundle, http_decl, pin
 from tests.upstreams.mcp_fixture import FixtureState, http_app
