@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 STAMP := $(VENV)/.installed
+# Node tools the tests run (tests/node: server-everything, the MCP conformance suite, node 22), exactly
+# as tests/node/package-lock.json pins them.
+NODE_STAMP := tests/node/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -17,9 +20,13 @@ $(BIN)/uv: uv.lock scripts/uv_requirement.py
 	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r $(VENV)/uv-requirement.txt
 	@touch $(BIN)/uv
 
-$(STAMP): $(BIN)/uv pyproject.toml uv.lock
+$(STAMP): $(BIN)/uv pyproject.toml uv.lock $(NODE_STAMP)
 	$(UV) sync --locked --extra test --quiet
 	@touch $(STAMP)
+
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -42,4 +49,4 @@ lock: $(BIN)/uv
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info tests/node/node_modules

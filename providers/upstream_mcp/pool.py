@@ -115,7 +115,8 @@ class Pool:
 
     @contextlib.asynccontextmanager
     async def lease(self, holder: Any, timeout_s: float) -> AsyncIterator[Session]:
-        session = await asyncio.wait_for(self._take(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            session = await self._take()
         session.holder = holder
         try:
             yield session

@@ -174,7 +174,8 @@ class UpstreamProvider(ProviderBase):
         await self._list(session)
 
     async def _list_changed(self) -> None:
-        self._spawn(self.relist())
+        if self.listed:  # before the first listing there is nothing to compare yet
+            self._spawn(self.relist())
 
     async def relist(self) -> None:
         """List the upstream's tools on a session of the pool and apply the result."""
