@@ -72,14 +72,37 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
 
     async def on_list_resources(ctx: ServerRequestContext[Any, Any],
                                 params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        return pipeline.list_resources(await caller_of(ctx))
+        caller = await caller_of(ctx)
+        listed = pipeline.list_resources(caller)
+        relayed = await pipeline.relayed_resources(caller)  # upstream MCP servers' own, under their action
+        return listed.model_copy(update={"resources": [*listed.resources, *relayed]}) if relayed else listed
 
     async def on_read_resource(ctx: ServerRequestContext[Any, Any],
                                params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         caller = await caller_of(ctx)
         out = CallResult()
         try:
+            if pipeline.registry.resource(str(params.uri)) is None and any(
+                    p.relays_resource(str(params.uri)) for p in pipeline.registry.providers.values()):
+                return await pipeline.read_relayed_resource(caller, str(params.uri), out)
             return await pipeline.read_resource(caller, str(params.uri), out)
+        except GatewayError as e:
+            raise e.to_mcp() from None
+        finally:
+            sink = _header_sink(ctx)
+            if sink is not None and out.limits:
+                sink.update(rate_limit_headers(out.limits))
+
+    async def on_list_prompts(ctx: ServerRequestContext[Any, Any],
+                              params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=await pipeline.relayed_prompts(await caller_of(ctx)))
+
+    async def on_get_prompt(ctx: ServerRequestContext[Any, Any],
+                            params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        caller = await caller_of(ctx)
+        out = CallResult()
+        try:
+            return await pipeline.get_relayed_prompt(caller, params.name, params.arguments, out)
         except GatewayError as e:
             raise e.to_mcp() from None
         finally:
@@ -95,6 +118,7 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
 
     return Server("opsgate", version=version, on_list_tools=on_list_tools, on_call_tool=on_call_tool,
                   on_list_resources=on_list_resources, on_read_resource=on_read_resource,
+                  on_list_prompts=on_list_prompts, on_get_prompt=on_get_prompt,
                   get_tool_input_schema=input_schema,
                   instructions="opsgate: every ops tool, decided by policy and audited.")
 

@@ -255,6 +255,86 @@ class Pipeline:
         return types.ReadResourceResult(contents=[
             types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
 
+    # -- relayed resources and prompts (providers fronting MCP servers) ---------------------------
+
+    def _relaying(self, caller: Caller, kind: str) -> list[ProviderBase]:
+        """Providers whose `<provider>.<kind>` action exists and that this caller may use at all."""
+        uid, entities = principal_of(caller)
+        now = self.clock()
+        found = []
+        for provider in self.registry.providers.values():
+            action = f"{provider.name}.{kind}"
+            if self.engine.bundle.catalogue.get(action) is not None and self.engine.decide(
+                    Request(uid, action, Uid.of("Provider", provider.name), {}, entities), now=now).allowed:
+                found.append(provider)
+        return found
+
+    async def relayed_resources(self, caller: Caller) -> list[types.Resource]:
+        """The resources of relaying providers the caller may read, as their servers list them now
+        (a server that cannot be listed contributes nothing and is logged)."""
+        out: list[types.Resource] = []
+        for provider in self._relaying(caller, "resources.read"):
+            try:
+                out += await provider.relayed_resources()
+            except Exception as e:
+                log.warning("listing %s's resources failed: %s", provider.name, e)
+        return out
+
+    async def read_relayed_resource(self, caller: Caller, uri: str, out: CallResult) -> types.ReadResourceResult:
+        provider = next((p for p in self.registry.providers.values() if p.relays_resource(uri)), None)
+        if provider is None:
+            raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
+        return await self._relayed(caller, provider, "resources.read", {"uri": uri}, out,
+                                   lambda ctx: provider.read_relayed_resource(ctx, uri))
+
+    async def relayed_prompts(self, caller: Caller) -> list[types.Prompt]:
+        out: list[types.Prompt] = []
+        for provider in self._relaying(caller, "prompts.get"):
+            try:
+                out += [p.model_copy(update={"name": f"{provider.name}.{p.name}"})
+                        for p in await provider.relayed_prompts()]
+            except Exception as e:
+                log.warning("listing %s's prompts failed: %s", provider.name, e)
+        return out
+
+    async def get_relayed_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None,
+                                 out: CallResult) -> types.GetPromptResult:
+        provider_name, _, local = name.partition(".")
+        provider = self.registry.providers.get(provider_name)
+        if provider is None or not local or self.engine.bundle.catalogue.get(f"{provider_name}.prompts.get") is None:
+            raise GatewayError(Code.INVALID_INPUT, f"unknown prompt {name!r}")
+        return await self._relayed(caller, provider, "prompts.get", {"name": local}, out,
+                                   lambda ctx: provider.get_relayed_prompt(ctx, local, arguments))
+
+    async def _relayed(self, caller: Caller, provider: ProviderBase, kind: str, args: dict[str, Any], out: CallResult,
+                       fetch: Callable[[CallContext], Any]) -> Any:
+        """Govern `<provider>.<kind>` with `args`, fetch, scrub; exactly one audit row."""
+        name = f"{provider.name}.{kind}"
+        start = time.perf_counter()
+        try:
+            decision = await self._govern(caller, name, provider.name, {"args": args}, out, args)
+            ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+            token = current_call.set(ctx)
+            try:
+                result = await fetch(ctx)
+            except ToolError as e:
+                raise GatewayError(Code.INTERNAL_ERROR, self.scrub(e.message), decision_id=decision.decision_id) \
+                    from None
+            except Refused as e:
+                raise _refusal(e, decision, self.scrub) from None
+            finally:
+                current_call.reset(token)
+            text = result.model_dump_json(by_alias=True, exclude_none=True)
+            clean = self.scrub(text)
+            if clean != text:
+                result = type(result).model_validate_json(clean)
+        except GatewayError as e:
+            await self._record(caller, name, args, out, start, {"status": STATUS.get(e.code, "error"),
+                                                                "code": str(e.code), "message": e.message})
+            raise
+        await self._record(caller, name, args, out, start, {"status": "ok", "content": {"chars": len(clean)}})
+        return result
+
     async def _govern(self, caller: Caller, name: str, provider: str, context: dict[str, Any],
                       out: CallResult, arguments: Any) -> Decision:
         """Decide `name` for the caller, apply its rate tiers, check the audit store; raise

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -40,11 +39,10 @@ GAPS = {
     "tools-call-error": "unknown tool: JSON-RPC error, not an isError result",
     # The gateway has no logging/setLevel handler of its own (its per-caller log level is a later issue).
     "logging-set-level": "the gateway does not implement logging/setLevel",
-    # The gateway serves its own resources and prompts (none of server-everything's are relayed):
-    # resources/subscribe and prompts/list are not implemented by the gateway.
-    "resources-subscribe": "the gateway does not implement resources/subscribe",
-    "resources-unsubscribe": "the gateway does not implement resources/unsubscribe",
-    "prompts-list": "the gateway does not implement prompts/list",
+    # Resource subscriptions are not relayed (an update would have to reach every subscribed caller,
+    # each governed): the gateway does not implement resources/subscribe and /unsubscribe.
+    "resources-subscribe": "the gateway does not relay resources/subscribe",
+    "resources-unsubscribe": "the gateway does not relay resources/unsubscribe",
 }
 SUMMARY = re.compile(r"^[✓✗] (\S+): (\d+) passed, (\d+) failed", re.M)
 

@@ -60,10 +60,11 @@ def everything_over_http() -> Iterator[str]:
 def declaration(transport: str, url: str | None) -> dict[str, Any]:
     tools = {t: {"kind": k} for t, k in TOOLS.items()}
     timeouts = {"connect_s": 30, "call_s": 30, "list_s": 30}
+    relayed = {"resources": {"kind": "read"}, "prompts": {"kind": "read"}}
     if transport == "http":
-        return {"transport": "http", "url": url + "/mcp", "tools": tools, "timeouts": timeouts}
+        return {"transport": "http", "url": url + "/mcp", "tools": tools, "timeouts": timeouts, **relayed}
     return {"transport": "stdio", "command": str(NODE), "args": [str(EVERYTHING), "stdio"], "tools": tools,
-            "timeouts": timeouts}
+            "timeouts": timeouts, **relayed}
 
 
 @pytest.fixture(scope="module", params=["stdio", "http"])
@@ -163,3 +164,13 @@ async def test_the_stdio_child_sees_only_path_and_the_proxy(gw: RunningGateway) 
         env = json.loads((await c.call_tool("everything.get-env", {})).content[0].text)
     assert set(env) <= {"PATH", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy"}, env
     assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:")
+
+
+async def test_its_resources_and_prompts_are_relayed(gw: RunningGateway) -> None:
+    async with caller(gw) as c:
+        resources = (await c.list_resources()).resources
+        prompts = [p.name for p in (await c.list_prompts()).prompts]
+        text = next(r for r in resources if (r.mime_type or "").startswith("text/"))
+        read = await c.read_resource(str(text.uri))
+    assert resources and prompts and all(p.startswith("everything.") for p in prompts)
+    assert read.contents and str(read.contents[0].uri) == str(text.uri)

@@ -36,7 +36,8 @@ def pinned(upstream: tuple[str, FixtureState], tmp_path_factory: pytest.TempPath
     url, _ = upstream
     tmp = tmp_path_factory.mktemp("pinned")
     # the 2025 handshake toward the fixture: its sampling and elicitation are server-to-client requests
-    policies = bundle(tmp, "fx", http_decl(url, protocol="legacy"), allow=[url])
+    policies = bundle(tmp, "fx", http_decl(url, protocol="legacy", resources={"kind": "read"},
+                                            prompts={"kind": "read"}), allow=[url])
     assert pin(policies, tmp / "state", "fx") == 0
     return policies, tmp / "state"
 
@@ -283,3 +284,46 @@ async def test_progress_and_log_messages_reach_a_2025_caller(gw: RunningGateway)
             await done.wait()
     assert r.content[0].text == "flooded 5"
     assert logs == [{"i": i} for i in range(5)] and progress == [1, 2, 3, 4, 5]
+
+
+# -- resources and prompts ----------------------------------------------------------------------------
+
+async def test_its_resources_and_prompts_are_governed_like_its_tools(gw: RunningGateway, fresh: FixtureState) -> None:
+    async with gw.client(gw.token("ops_viewer")) as c:
+        uris = [str(r.uri) for r in (await c.list_resources()).resources]
+        read = await c.read_resource("fixture://note")
+        prompts = [p.name for p in (await c.list_prompts()).prompts]
+        prompt = await c.get_prompt("fx.greet", {"who": "Ada"})
+    assert "fixture://note" in uris and read.contents[0].text == "a note"
+    assert prompts == ["fx.greet"] and prompt.messages[0].content.text == "Say hello to Ada."
+    assert fresh.calls() == ["read:fixture://note", "prompt:greet"]
+    rows_read = await rows(gw, "fx.resources.read")
+    assert rows_read[-1].decision == "allow" and rows_read[-1].payload["args"] == {"uri": "fixture://note"}
+    # a caller without a role sees none of it and reaches nothing
+    async with gw.client(gw.token(None)) as c:
+        assert not any(str(r.uri) == "fixture://note" for r in (await c.list_resources()).resources)
+        try:
+            await c.get_prompt("fx.greet", {"who": "Eve"})
+            raise AssertionError("a caller without a role got a prompt")
+        except AssertionError:
+            raise
+        except BaseException as e:
+            assert code_of(e) == "FORBIDDEN"
+    assert fresh.calls() == ["read:fixture://note", "prompt:greet"]
+
+
+async def test_an_http_upstream_off_its_allowlist_is_never_contacted(pinned: tuple[Path, Path],
+                                                                     upstream: tuple[str, FixtureState],
+                                                                     tmp_path: Path) -> None:
+    """Rule 5: the upstream's own host must be on its allowlist; without it, no request leaves and
+    the refusal is a `fx.egress` row."""
+    url, state = upstream
+    policies = bundle(tmp_path, "fx", http_decl(url, protocol="legacy"))  # no allowlist entry
+    (policies / "upstreams" / "fx.pins.json").write_text((pinned[0] / "upstreams" / "fx.pins.json").read_text())
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                         providers=[EchoProvider()]) as gw:
+        r = await call(gw, "ops_viewer", "fx.echo", {"message": "hi"})
+        egress = await rows(gw, "fx.egress")
+    assert r.is_error and "unavailable" in r.content[0].text
+    assert state.calls() == []
+    assert egress and egress[-1].result["status"] == "refused"

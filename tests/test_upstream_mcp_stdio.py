@@ -140,3 +140,12 @@ async def test_a_flood_of_notifications_does_not_hold_the_call(gw: RunningGatewa
 async def test_a_caller_denied_never_reaches_the_child(gw: RunningGateway, fresh: FixtureState) -> None:
     assert await call(gw, "fx.noop", role="ops_viewer") == "FORBIDDEN"
     assert fresh.calls() == []
+
+
+async def test_rule_7_the_child_cannot_reach_the_gateway_or_another_provider(gw: RunningGateway) -> None:
+    """An upstream is a provider: the gateway's own endpoint is not on its allowlist, so the proxy
+    refuses it (and, in its namespace, nothing else leads there)."""
+    got = (await call(gw, "fx.reach", {"url": gw.url + "/mcp"})).structured_content
+    assert got["proxy"].startswith("HTTP/1.1 403"), got
+    if upstream(gw).report()["isolation"] == "netns":
+        assert got["direct"].startswith("error"), got

@@ -77,6 +77,30 @@ class ProviderBase:
     async def stop(self) -> None:
         """Called once when the gateway stops: release whatever `start` or calls opened."""
 
+    # -- relayed MCP resources and prompts (a provider fronting an MCP server) -----------------
+    # Governed by the catalogue actions `<provider>.resources.read` (args {uri}) and
+    # `<provider>.prompts.get` (args {name}); a provider without them relays nothing.
+
+    async def relayed_resources(self) -> list[Any]:
+        """MCP Resource objects listed live by the server this provider fronts."""
+        return []
+
+    def relays_resource(self, uri: str) -> bool:
+        """Whether `uri` is one of this provider's relayed resources (as last listed)."""
+        return False
+
+    async def read_relayed_resource(self, ctx: CallContext, uri: str) -> Any:
+        """The server's ReadResourceResult for `uri` (raise ToolError when it fails)."""
+        raise ToolError(f"{self.name} relays no resources")
+
+    async def relayed_prompts(self) -> list[Any]:
+        """MCP Prompt objects listed live by the server this provider fronts (local names)."""
+        return []
+
+    async def get_relayed_prompt(self, ctx: CallContext, name: str, arguments: dict[str, str] | None) -> Any:
+        """The server's GetPromptResult (raise ToolError when it fails)."""
+        raise ToolError(f"{self.name} relays no prompts")
+
     def error_data(self, code: str, message: str) -> dict[str, Any]:
         """Extra JSON-RPC error `data` for every error a call to this provider's tools or resources
         ends in, the gateway's refusals included (e.g. a response envelope the provider's spec

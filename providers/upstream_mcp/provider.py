@@ -34,7 +34,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError
+from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError, current_call
 from providers.sdk.tool import JsonSchemaInput
 from providers.upstream_mcp import child
 from providers.upstream_mcp.drift import Change, compare, live_definition
@@ -300,6 +300,63 @@ class UpstreamProvider(ProviderBase):
                 raise ToolError(f"{self.name} answered {upstream_name} with a result that violates its pinned "
                                 f"output schema: {error.message[:200]}")
         return result
+
+    # -- resources and prompts (relayed live; governed by <name>.resources.read / .prompts.get) --
+
+    async def _with_session(self, work: Callable[[Client], Any], what: str) -> Any:
+        try:
+            async with self.pool.lease(current_call.get(), self.decl.timeouts.call_s) as session, \
+                    asyncio.timeout(self.decl.timeouts.call_s):
+                assert session.client is not None
+                return await work(session.client)
+        except TimeoutError:
+            raise ToolError(f"{self.name} did not answer {what} within {self.decl.timeouts.call_s:g}s") from None
+        except SessionFailed as e:
+            raise ToolError(f"{self.name} is unavailable: {e}") from None
+        except MCPError as e:
+            raise ToolError(f"{self.name} answered {what} with an error: {e.error.message[:300]}") from None
+
+    async def relayed_resources(self) -> list[Any]:
+        if self.decl.resources is None:
+            return []
+
+        async def listing(client: Client) -> list[Any]:
+            out, cursor = [], None
+            for _ in range(100):
+                page = await client.list_resources(cursor=cursor, cache_mode="bypass")
+                out += page.resources
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            return out
+
+        resources = await self._with_session(listing, "resources/list")
+        self.resource_uris = {str(r.uri) for r in resources}
+        return resources
+
+    def relays_resource(self, uri: str) -> bool:
+        return self.decl.resources is not None and uri in getattr(self, "resource_uris", set())
+
+    async def read_relayed_resource(self, ctx: CallContext, uri: str) -> Any:
+        result = await self._with_session(lambda client: client.read_resource(uri, cache_mode="bypass"),
+                                          "resources/read")
+        size = len(result.model_dump_json(by_alias=True, exclude_none=True))
+        if size > self.decl.max_result_bytes:
+            raise ToolError(f"{self.name} answered resources/read with {size} bytes, over the limit of "
+                            f"{self.decl.max_result_bytes}")
+        return result
+
+    async def relayed_prompts(self) -> list[Any]:
+        if self.decl.prompts is None:
+            return []
+
+        async def listing(client: Client) -> list[Any]:
+            return list((await client.list_prompts(cache_mode="bypass")).prompts)
+
+        return await self._with_session(listing, "prompts/list")
+
+    async def get_relayed_prompt(self, ctx: CallContext, name: str, arguments: dict[str, str] | None) -> Any:
+        return await self._with_session(lambda client: client.get_prompt(name, arguments), "prompts/get")
 
     # -- health (rule 6) ---------------------------------------------------------------------
 

@@ -157,7 +157,30 @@ def build_server(state: FixtureState) -> Server[Any]:
             return types.CallToolResult(content=text("reach"), structured_content=await reach(args["url"]))
         return types.CallToolResult(content=text(f"unknown tool {name}"), is_error=True)
 
-    return Server("fixture", version="1.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    async def on_list_resources(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[types.Resource(uri="fixture://note", name="note",
+                                                                   mime_type="text/plain")])
+
+    async def on_read_resource(ctx: ServerRequestContext[Any, Any],
+                               params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        state.record(f"read:{params.uri}")
+        return types.ReadResourceResult(contents=[types.TextResourceContents(uri=str(params.uri),
+                                                                             mime_type="text/plain", text="a note")])
+
+    async def on_list_prompts(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[types.Prompt(name="greet", description="Greet someone.",
+                                                             arguments=[types.PromptArgument(name="who")])])
+
+    async def on_get_prompt(ctx: ServerRequestContext[Any, Any],
+                            params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        state.record(f"prompt:{params.name}")
+        who = (params.arguments or {}).get("who", "you")
+        return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=types.TextContent(
+            type="text", text=f"Say hello to {who}."))])
+
+    return Server("fixture", version="1.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+                  on_list_resources=on_list_resources, on_read_resource=on_read_resource,
+                  on_list_prompts=on_list_prompts, on_get_prompt=on_get_prompt)
 
 
 async def reach(url: str) -> dict[str, Any]:
