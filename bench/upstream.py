@@ -180,8 +180,8 @@ def render(r: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c in (("streamable HTTP", c1), ("stdio", s1)):
         lines.append(f"| {name} | 1 | {c['governed_p50_ms']:.2f} ms | {c['direct_p50_ms']:.2f} ms | "
-                     f"{c['added_p50_ms']:.2f} ms | {c['paired_added_p50_ms']:.2f} ms | {c['governed_p99_ms']:.2f} ms | "
-                     f"{c['direct_p99_ms']:.2f} ms |")
+                     f"{c['added_p50_ms']:.2f} ms | {c['paired_added_p50_ms']:.2f} ms | "
+                     f"{c['governed_p99_ms']:.2f} ms | {c['direct_p99_ms']:.2f} ms |")
     lines.append(f"\nstreamable HTTP, c={LOADED}: governed {c16['governed_calls_s']:.0f} calls/s, direct "
                  f"{c16['direct_calls_s']:.0f} calls/s ({c16['throughput_ratio']:.0%}); gateway CPU per call "
                  f"{c1['gateway_cpu_ms_per_call']:.2f} ms")
