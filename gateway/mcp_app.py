@@ -20,9 +20,11 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import Code, GatewayError
+from gateway.exchanges import Exchanges
 from gateway.peer import CallerPeer
 from gateway.pipeline import Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
@@ -55,13 +57,18 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
                             params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return pipeline.list_tools(await caller_of(ctx))
 
+    exchanges = Exchanges()
+
     async def on_call_tool(ctx: ServerRequestContext[Any, Any],
-                           params: types.CallToolRequestParams) -> types.CallToolResult:
+                           params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
         caller = await caller_of(ctx)
         if ctx.request is not None:
             set_session_id(ctx.request.headers.get("mcp-session-id"))
         out = CallResult()
         try:
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # questions from upstreams: input-required rounds
+                return await exchanges.call_tool(ctx, caller.id, params, lambda peer: pipeline.call_tool(
+                    caller, params.name, params.arguments, out, peer=peer))
             return await pipeline.call_tool(caller, params.name, params.arguments, out, peer=CallerPeer(ctx))
         except GatewayError as e:
             raise e.to_mcp() from None

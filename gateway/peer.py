@@ -6,8 +6,10 @@ What can reach the caller depends on its protocol version and the gateway's tran
 - 2025-06-18, 2025-11-25 over stdio: requests on the connection; progress and logs on the request.
 - 2025-06-18, 2025-11-25 over HTTP (JSON answers): requests, progress and logs on the session's GET
   stream, if the client opened one (without one: PeerUnavailable for requests, notifications lost).
-- 2026-07-28: no server-to-client requests at all (PeerUnavailable at once); progress and logs ride
-  the request's own stream, which over HTTP is a JSON answer here, so they are dropped.
+- 2026-07-28: no server-to-client requests at all (this peer says PeerUnavailable at once; the
+  MCP endpoint gives such callers gateway.exchanges' InputPeer instead, which asks by input-required
+  rounds); progress and logs ride the request's own stream, which over HTTP is a JSON answer
+  here, so they are dropped.
 
 A request that cannot be carried fails at once with the reason (never a wait for an answer that
 cannot come); one that can is bounded by `REQUEST_TIMEOUT_S`. The peer never exposes the caller's

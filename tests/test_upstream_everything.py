@@ -16,16 +16,14 @@ from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
-from mcp import Client, types
-from mcp.client.streamable_http import streamable_http_client
+from mcp import types
 
 from gateway.config import GatewayConfig
 from providers.echo import EchoProvider
 from tests.harness import RunningGateway, code_of, free_port, running_gateway
 from tests.node_tools import EVERYTHING, NODE, require_node_tools
-from tests.upstream_env import bundle, pin
+from tests.upstream_env import Legacy, bundle, pin
 
 pytestmark = pytest.mark.anyio
 TOOLS = {"echo": "read", "get-sum": "read", "get-tiny-image": "read", "get-structured-content": "read",
@@ -84,13 +82,10 @@ def pins_of(gw: RunningGateway) -> dict[str, Any]:
     return {t["name"]: t for t in json.loads(path.read_text())["tools"]}
 
 
-@contextlib.asynccontextmanager
-async def caller(gw: RunningGateway, role: str = "ops_viewer", **callbacks: Any) -> Any:
-    """A 2025-11-25 client of the gateway (so server-to-client requests can reach it)."""
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.token(role)}"}, timeout=60)
-    async with http, Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="legacy",
-                            **callbacks) as c:
-        yield c
+def caller(gw: RunningGateway, role: str = "ops_viewer", **callbacks: Any) -> Any:
+    """A 2025-11-25 client of the gateway, its GET stream open (so server-to-client requests and
+    notifications can reach it)."""
+    return Legacy(gw, role, **callbacks)
 
 
 async def test_its_tools_are_listed_as_pinned_and_called_through_the_gateway(gw: RunningGateway) -> None:

@@ -18,7 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.config import GatewayConfig
 from providers.echo import EchoProvider
 from tests.harness import RunningGateway, code_of, running_gateway, serving_app, unwrap
-from tests.upstream_env import bundle, http_decl, pin
+from tests.upstream_env import Legacy, bundle, http_decl, pin
 from tests.upstreams.mcp_fixture import FixtureState, http_app
 
 pytestmark = pytest.mark.anyio
@@ -226,10 +226,14 @@ def test_an_optional_field_added_is_reported_compatible_and_a_required_one_break
 
 # -- relays: the upstream's requests and notifications reach the caller ------------------------------
 
-def legacy_client(gw: RunningGateway, role: str, **callbacks: Any) -> Any:
-    """A 2025-11-25 client (initialize, a session, its GET stream open) with the given callbacks."""
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.token(role)}"}, timeout=30)
-    return http, Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="legacy", **callbacks)
+def modern_client(gw: RunningGateway, token: str, **callbacks: Any) -> Any:
+    """A 2026-07-28 client (stateless) declaring the capabilities of the callbacks given."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return http, Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="2026-07-28", **callbacks)
+
+
+async def never(ctx: Any, params: Any) -> Any:
+    raise AssertionError("the test drives this exchange by hand")
 
 
 async def test_sampling_and_elicitation_reach_a_2025_caller_and_its_answers_the_upstream(gw: RunningGateway) -> None:
@@ -244,8 +248,7 @@ async def test_sampling_and_elicitation_reach_a_2025_caller_and_its_answers_the_
         asked.append(params.message)
         return types.ElicitResult(action="accept", content={"name": "Ada"})
 
-    http, client = legacy_client(gw, "ops_viewer", sampling_callback=sample, elicitation_callback=elicit)
-    async with http, client as c:
+    async with Legacy(gw, "ops_viewer", sampling_callback=sample, elicitation_callback=elicit) as c:
         sampled = await c.call_tool("fx.sample", {})
         elicited = await c.call_tool("fx.elicit", {})
     assert sampled.content[0].text == "model said: 4"
@@ -253,13 +256,56 @@ async def test_sampling_and_elicitation_reach_a_2025_caller_and_its_answers_the_
     assert asked == ["2+2?", "Your name?"]
 
 
-async def test_a_2026_caller_is_told_why_sampling_cannot_reach_it_and_nothing_hangs(gw: RunningGateway) -> None:
-    async def sample(ctx: Any, params: Any) -> Any:
-        raise AssertionError("a 2026-07-28 caller cannot be asked")
+async def test_a_2026_caller_answers_through_input_required_rounds(gw: RunningGateway, fresh: FixtureState) -> None:
+    """2026-07-28 has no server-to-client requests: the upstream's question reaches the caller as an
+    InputRequiredResult, the caller's retry carries the answer back, and the call is decided and
+    recorded once."""
+    async def sample(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="4"),
+                                         model="test-model")
 
-    async with gw.client(gw.token("ops_viewer")) as c:  # auto: 2026-07-28
+    before = len(await rows(gw, "fx.sample"))
+    http, client = modern_client(gw, gw.token("ops_viewer"), sampling_callback=sample)
+    async with http, client as c:
         r = await c.call_tool("fx.sample", {})
-    assert r.is_error and "cannot be relayed" in r.content[0].text and "2026-07-28" in r.content[0].text
+    assert r.content[0].text == "model said: 4"
+    assert fresh.calls() == ["sample"]
+    assert len(await rows(gw, "fx.sample")) == before + 1
+
+
+async def test_a_request_state_is_good_once_and_only_for_its_caller(gw: RunningGateway, fresh: FixtureState) -> None:
+    http, client = modern_client(gw, gw.token("ops_viewer"), elicitation_callback=never)
+    async with http, client as c:
+        first = await c.session.call_tool("fx.elicit", {}, allow_input_required=True)
+    assert isinstance(first, types.InputRequiredResult) and first.request_state
+    (key, request), = first.input_requests.items()
+    assert request.method == "elicitation/create"
+    answer = {key: types.ElicitResult(action="accept", content={"name": "Mallory"})}
+    other = gw.token("ops_viewer", user_id="0b7d3c1e-7a59-4b8e-9d2e-3f1a2b3c4d5e")
+    http, client = modern_client(gw, other, elicitation_callback=never)
+    async with http, client as c:
+        try:
+            await c.session.call_tool("fx.elicit", {}, input_responses=answer, request_state=first.request_state,
+                                      allow_input_required=True)
+            raise AssertionError("another caller resumed the exchange")
+        except AssertionError:
+            raise
+        except BaseException as e:
+            assert code_of(e) == "INVALID_INPUT"
+    http, client = modern_client(gw, gw.token("ops_viewer"), elicitation_callback=never)
+    async with http, client as c:
+        done = await c.session.call_tool("fx.elicit", {}, input_responses=answer, request_state=first.request_state,
+                                         allow_input_required=True)
+        assert done.content[0].text == 'accept: {"name": "Mallory"}'
+        try:
+            await c.session.call_tool("fx.elicit", {}, input_responses=answer, request_state=first.request_state,
+                                      allow_input_required=True)
+            raise AssertionError("a request_state was used twice")
+        except AssertionError:
+            raise
+        except BaseException as e:
+            assert code_of(e) == "INVALID_INPUT"
+    assert fresh.calls() == ["elicit"]
 
 
 async def test_progress_and_log_messages_reach_a_2025_caller(gw: RunningGateway) -> None:
@@ -277,8 +323,7 @@ async def test_progress_and_log_messages_reach_a_2025_caller(gw: RunningGateway)
         if len(logs) == 5 and len(progress) == 5:
             done.set()
 
-    http, client = legacy_client(gw, "ops_viewer", logging_callback=on_log)
-    async with http, client as c:
+    async with Legacy(gw, "ops_viewer", logging_callback=on_log) as c:
         r = await c.call_tool("fx.flood", {"n": 5}, progress_callback=on_progress)
         with anyio.fail_after(30):  # they travel on the session's GET stream, beside the answer
             await done.wait()

@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from gateway.cli import main as opsgate
 from tests.conftest import POLICIES, ROOT
+from tests.harness import RunningGateway
 
 # A kind for each fixture tool the tests call; the others stay unkinded (never served).
 KINDS = {"echo": "read", "noop": "create", "media": "read", "fail": "read", "bad-output": "read", "hang": "read",
@@ -49,4 +54,33 @@ def pin(policies: Path, state_dir: Path, name: str, *more: str) -> int:
     return opsgate(["upstream", "pin", name, "--policies", str(policies), "--state-dir", str(state_dir), *more])
 
 
-__all__ = ["KINDS", "bundle", "http_decl", "pin", "stdio_decl"]
+class Legacy:
+    """A 2025-11-25 client (initialize, a session, its GET stream) with the given callbacks;
+    `get_open` is set once the session's GET stream is established (what the gateway's
+    server-to-client messages to a 2025 caller over HTTP travel on)."""
+
+    def __init__(self, gw: RunningGateway, role: str, **callbacks: Any) -> None:
+        self.get_open = anyio.Event()
+
+        async def seen(response: httpx2.Response) -> None:
+            if response.request.method == "GET" and response.status_code == 200:
+                self.get_open.set()
+
+        self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.token(role)}"}, timeout=30,
+                                       event_hooks={"response": [seen]})
+        self.client = Client(streamable_http_client(gw.url + "/mcp", http_client=self.http), mode="legacy",
+                             **callbacks)
+
+    async def __aenter__(self) -> Client:
+        await self.http.__aenter__()
+        c = await self.client.__aenter__()
+        with anyio.fail_after(30):
+            await self.get_open.wait()
+        return c
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.client.__aexit__(*exc)
+        await self.http.__aexit__(*exc)
+
+
+__all__ = ["KINDS", "Legacy", "bundle", "http_decl", "pin", "stdio_decl"]
