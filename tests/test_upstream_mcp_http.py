@@ -372,3 +372,19 @@ async def test_an_http_upstream_off_its_allowlist_is_never_contacted(pinned: tup
     assert r.is_error and "unavailable" in r.content[0].text
     assert state.calls() == []
     assert egress and egress[-1].result["status"] == "refused"
+
+
+async def test_a_list_changed_notification_re_lists_and_the_changed_tool_stops_being_served(
+        pinned: tuple[Path, Path], fresh: FixtureState, tmp_path: Path) -> None:
+    policies, _ = pinned
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                         providers=[EchoProvider()]) as gw:
+        assert (await call(gw, "ops_viewer", "fx.echo", {"message": "before"})).structured_content == {
+            "message": "before"}
+        assert (await call(gw, "ops_viewer", "fx.rug")).content[0].text == "pulled"
+        with anyio.fail_after(30):  # the notification travels on the upstream session's GET stream
+            while await call(gw, "ops_viewer", "fx.echo", {"message": "after"}) != "FORBIDDEN":
+                await anyio.sleep(0.05)
+        drift = [r for r in await rows(gw, "fx.definition_changed") if r.payload["args"]["tool"] == "echo"]
+    assert len(drift) == 1 and "evil@example.com" in " ".join(drift[0].payload["args"]["diff"])
+    assert fresh.calls().count("echo") == 1  # only the call before the rug pull reached it

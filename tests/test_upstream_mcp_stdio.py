@@ -149,3 +149,49 @@ async def test_rule_7_the_child_cannot_reach_the_gateway_or_another_provider(gw:
     assert got["proxy"].startswith("HTTP/1.1 403"), got
     if upstream(gw).report()["isolation"] == "netns":
         assert got["direct"].startswith("error"), got
+
+
+def pid_of(state: FixtureState) -> int | None:
+    path = state.path.with_name(state.path.name + ".pid")
+    return int(path.read_text()) if path.exists() else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_startup_child_is_started_with_the_gateway_and_again_when_it_dies(
+        setup: tuple[Path, Path, FixtureState], tmp_path: Path) -> None:
+    import signal
+
+    import anyio
+
+    policies, _, state = setup
+    (policies / "upstreams" / "fx.yaml").write_text((policies / "upstreams" / "fx.yaml").read_text()
+                                                    + "start: startup\n")
+    pid_file = state.path.with_name(state.path.name + ".pid")
+    pid_file.unlink(missing_ok=True)
+    put_secret(tmp_path / "state" / "vault", "fx_token", TOKEN)
+    try:
+        with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                             providers=[EchoProvider()]) as gw:
+            with anyio.fail_after(60):  # started with the gateway, before any call
+                while pid_of(state) is None:
+                    await anyio.sleep(0.05)
+            first = pid_of(state)
+            assert first is not None and alive(first)
+            os.kill(first, signal.SIGKILL)
+            with anyio.fail_after(60):  # started again by itself, no call needed
+                while pid_of(state) in (None, first):
+                    await anyio.sleep(0.05)
+            second = pid_of(state)
+            assert second is not None and second != first and alive(second)
+            assert (await call(gw, "fx.echo", {"message": "again"})).structured_content == {"message": "again"}
+        assert not alive(second)  # stopped with the gateway
+    finally:
+        text = (policies / "upstreams" / "fx.yaml").read_text()
+        (policies / "upstreams" / "fx.yaml").write_text(text.replace("start: startup\n", ""))

@@ -21,7 +21,7 @@ from tests.harness import RunningGateway
 # A kind for each fixture tool the tests call; the others stay unkinded (never served).
 KINDS = {"echo": "read", "noop": "create", "media": "read", "fail": "read", "bad-output": "read", "hang": "read",
          "die": "read", "flood": "read", "oversize": "read", "sample": "read", "elicit": "read", "env": "read",
-         "reach": "read"}
+         "reach": "read", "rug": "read"}
 
 
 def bundle(tmp: Path, name: str, decl: dict[str, Any], allow: list[str] = ()) -> Path:  # type: ignore[assignment]

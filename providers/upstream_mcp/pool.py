@@ -31,6 +31,41 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
+class _Watched:
+    """A transport's read stream that reports its end (EOF: the child exited, the pipe broke)."""
+
+    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _Watched:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except (StopAsyncIteration, Exception):
+            self._on_end()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def watched(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    """`transport` (an `mcp` client transport) whose end of input calls `on_end`."""
+    async with transport as (read, write):
+        yield _Watched(read, on_end), write
+
+
 class SessionFailed(Exception):
     """The session could not be opened or broke; the message says why (no secret in it)."""
 
@@ -38,8 +73,10 @@ class SessionFailed(Exception):
 class Session:
     """One connected `mcp` Client, kept open by its own task until `close()`."""
 
-    def __init__(self, factory: ClientFactory, connect_timeout_s: float) -> None:
+    def __init__(self, factory: ClientFactory, connect_timeout_s: float,
+                 on_end: Callable[[Session], None] | None = None) -> None:
         self.factory = factory
+        self.on_end = on_end
         self.connect_timeout_s = connect_timeout_s
         self.client: Client | None = None
         self.holder: Any = None  # the CallContext of the call leasing it (providers.sdk.CallContext)
@@ -76,6 +113,14 @@ class Session:
             self.client = None
             self._ready.set()
 
+    def ended(self) -> None:
+        """The transport's input ended (the child exited): never lease this session again."""
+        if not self.broken:
+            self.broken = True
+            self._stop.set()
+            if self.on_end is not None:
+                self.on_end(self)
+
     @property
     def protocol_version(self) -> str | None:
         return self.client.protocol_version if self.client is not None else None
@@ -96,8 +141,10 @@ class Pool:
     """Up to `size` sessions to one upstream, leased one call at a time."""
 
     def __init__(self, factory: ClientFactory, *, size: int, connect_timeout_s: float,
-                 on_open: Callable[[Session], Awaitable[None]] | None = None) -> None:
+                 on_open: Callable[[Session], Awaitable[None]] | None = None,
+                 on_end: Callable[[Session], None] | None = None) -> None:
         self.factory = factory
+        self.on_end = on_end  # a session's transport ended by itself (e.g. its child died)
         self.size = size
         self.connect_timeout_s = connect_timeout_s
         self.on_open = on_open  # e.g. list tools and compare them with the pins, once per new session
@@ -108,6 +155,10 @@ class Pool:
         self._retry_at = 0.0
         self._closed = False
         self.last_error: str | None = None
+
+    def retry_in(self) -> float:
+        """Seconds until the backoff lets a new session be opened (0: now)."""
+        return max(0.0, self._retry_at - time.monotonic())
 
     @property
     def live(self) -> int:
@@ -149,7 +200,7 @@ class Pool:
         if wait > 0:
             raise SessionFailed(f"the upstream failed to start {self._failures} time(s) in a row "
                                 f"({self.last_error}); next attempt in {wait:.1f}s")
-        session = Session(self.factory, self.connect_timeout_s)
+        session = Session(self.factory, self.connect_timeout_s, self.on_end)
         self._all.add(session)
         try:
             await session.open()
@@ -206,4 +257,4 @@ def describe(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
-__all__ = ["Pool", "Session", "SessionFailed", "describe"]
+__all__ = ["Pool", "Session", "SessionFailed", "describe", "watched"]

@@ -29,6 +29,7 @@ from typing import Any
 
 import jsonschema
 from mcp import Client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
@@ -38,7 +39,7 @@ from providers.sdk import CallContext, ProviderBase, Refused, Tool, ToolError, c
 from providers.sdk.tool import JsonSchemaInput
 from providers.upstream_mcp import child
 from providers.upstream_mcp.drift import Change, compare, live_definition
-from providers.upstream_mcp.pool import Pool, Session, SessionFailed, describe
+from providers.upstream_mcp.pool import Pool, Session, SessionFailed, describe, watched
 from providers.upstream_mcp.relay import Relay
 from providers.upstream_mcp.spec import UpstreamSpec
 
@@ -60,7 +61,8 @@ class UpstreamProvider(ProviderBase):
         self.pins = {t.name: t for t in self.spec.pins.tools} if self.spec.pins is not None else {}
         self.local = {local: up for up, local in self.spec.served.items()}
         self.pool = Pool(self._client, size=self.decl.pool, connect_timeout_s=self.decl.timeouts.connect_s,
-                         on_open=self._on_open)
+                         on_open=self._on_open, on_end=self._ended)
+        self._died = asyncio.Event()
         self.drifted: dict[str, str] = {}  # upstream tool name -> why it is not served
         self.listed = False
         self.recorded: set[str] = set()
@@ -116,9 +118,16 @@ class UpstreamProvider(ProviderBase):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _ended(self, session: Session) -> None:
+        log.warning("%s: the upstream's %s ended", self.name, "child" if self.decl.transport == "stdio" else "session")
+        self._died.set()
+
     async def _supervise(self) -> None:
-        """Start-up children and http upstreams are listed at once; everything every relist_s."""
-        first = self.decl.start == "startup" or self.decl.transport == "http"
+        """Start-up children and http upstreams are listed at once, everything every relist_s; a
+        start-up child that dies is started again at once, then after a backoff that doubles with
+        each failure to start (0.5 s to 30 s, the pool's)."""
+        keep = self.decl.start == "startup" or self.decl.transport == "http"
+        first = keep
         while True:
             if first:
                 try:
@@ -126,7 +135,12 @@ class UpstreamProvider(ProviderBase):
                 except Exception as e:  # a down upstream is a health answer, not a crash; try again later
                     log.warning("%s: listing the upstream's tools failed: %s", self.name, describe(e))
             first = True
-            await asyncio.sleep(self.decl.relist_s)
+            self._died.clear()
+            wait = self.decl.relist_s
+            if keep and self.pool.live == 0:  # nothing running: try again after the pool's backoff
+                wait = min(wait, max(0.5, self.pool.retry_in()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._died.wait(), wait)
 
     async def _start_proxy(self) -> None:
         self._proxy = self.egress_proxy()
@@ -167,7 +181,8 @@ class UpstreamProvider(ProviderBase):
         env = {s.env: s.format.replace("{value}", secrets[s.name]) for s in self.decl.secrets if s.env}
         netns = self.isolate.name if self.isolate is not None and self.isolation == "netns" else None
         params = child.parameters(self.decl, env, self._proxy_url, netns)
-        async with Client(params, mode=self.decl.protocol, **relay.callbacks()) as client:
+        async with Client(watched(stdio_client(params), session.ended), mode=self.decl.protocol,
+                          **relay.callbacks()) as client:
             yield client
 
     async def _on_open(self, session: Session) -> None:
