@@ -195,3 +195,20 @@ async def test_a_startup_child_is_started_with_the_gateway_and_again_when_it_die
     finally:
         text = (policies / "upstreams" / "fx.yaml").read_text()
         (policies / "upstreams" / "fx.yaml").write_text(text.replace("start: startup\n", ""))
+
+
+def test_check_says_which_isolation_each_upstream_has_and_why(setup: tuple[Path, Path, FixtureState],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gateway.cli import main as opsgate
+
+    policies, state_dir, _ = setup
+    code = opsgate(["upstream", "check", "--policies", str(policies), "--state-dir", str(state_dir),
+                    "--format", "json"])
+    (report,) = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["upstream"] == "fx" and report["transport"] == "stdio" and report["reachable"] == "yes"
+    expected = "netns" if os.geteuid() == 0 else "proxy-env only"
+    assert report["isolation"] == expected and report["why"], report
+    assert "fx.echo" in report["served"] and "Legacy_Name" in report["unkinded"] and not report["drifted"]
