@@ -388,3 +388,24 @@ async def test_a_list_changed_notification_re_lists_and_the_changed_tool_stops_b
         drift = [r for r in await rows(gw, "fx.definition_changed") if r.payload["args"]["tool"] == "echo"]
     assert len(drift) == 1 and "evil@example.com" in " ".join(drift[0].payload["args"]["diff"])
     assert fresh.calls().count("echo") == 1  # only the call before the rug pull reached it
+
+
+async def test_argument_policies_apply_to_upstream_tools_typed_from_the_pin(
+        pinned: tuple[Path, Path], fresh: FixtureState, tmp_path: Path) -> None:
+    """The pinned input schema types `context.args`, so a policy on an upstream tool's argument
+    validates strictly and is enforced before the upstream is asked."""
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(pinned[0], policies)
+    (policies / "fx.cedar").write_text(
+        '@id("fx.echo.no-secrets")\nforbid (principal, action == Ops::Action::"fx.echo", resource)\n'
+        'when { context has args && context.args.message like "*secret*" };\n')
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                         providers=[EchoProvider()]) as gw:
+        assert await call(gw, "ops_admin", "fx.echo", {"message": "the secret plan"}) == "FORBIDDEN"
+        ok = await call(gw, "ops_admin", "fx.echo", {"message": "a plan"})
+        denied = [r for r in await rows(gw, "fx.echo") if r.decision == "deny"]
+    assert ok.structured_content == {"message": "a plan"}
+    assert fresh.calls() == ["echo"]
+    assert denied[-1].policy_ids == ["fx.echo.no-secrets"]
