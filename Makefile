@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python -m bench.events
+	$(BIN)/python bench/upstream.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

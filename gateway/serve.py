@@ -8,6 +8,7 @@ can call the gateway at once. The key never leaves the vault except into the aut
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 import uuid
@@ -79,6 +80,9 @@ def upstream_providers(engine: Engine, config: GatewayConfig, taken: set[str]) -
     declaration and pins as plain data."""
     from gateway.schema_versions import breaking_changes
     from providers.sdk.netns import Isolation
+
+    # The mcp client's HTTP library logs every request at INFO: a line per upstream call otherwise.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
     def breaking(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return breaking_changes({"tool": {"input_schema": old}}, {"tool": {"input_schema": new}})

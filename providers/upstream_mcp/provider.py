@@ -72,6 +72,7 @@ class UpstreamProvider(ProviderBase):
         self._proxy_url: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._relist_lock = asyncio.Lock()
+        self._validators: dict[str, Any] = {}  # upstream tool name -> its pinned output schema's validator
 
     # -- what is served ---------------------------------------------------------------------
 
@@ -309,8 +310,10 @@ class UpstreamProvider(ProviderBase):
             if result.structured_content is None:
                 raise ToolError(f"{self.name} answered {upstream_name} without the structured content its "
                                 "pinned output schema requires")
-            error = jsonschema.exceptions.best_match(
-                jsonschema.validators.validator_for(schema)(schema).iter_errors(result.structured_content))
+            validator = self._validators.get(upstream_name)
+            if validator is None:
+                validator = self._validators[upstream_name] = jsonschema.validators.validator_for(schema)(schema)
+            error = jsonschema.exceptions.best_match(validator.iter_errors(result.structured_content))
             if error is not None:
                 raise ToolError(f"{self.name} answered {upstream_name} with a result that violates its pinned "
                                 f"output schema: {error.message[:200]}")
