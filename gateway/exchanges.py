@@ -30,7 +30,7 @@ from mcp import types
 from mcp.server.context import ServerRequestContext
 
 from gateway.errors import Code, GatewayError
-from gateway.peer import REQUESTS
+from gateway.peer import REQUESTS, CallerPeer
 from providers.sdk.peer import PeerUnavailable
 
 INPUT_TTL_S = 300.0
@@ -75,10 +75,11 @@ class InputPeer:
         return await answer
 
     async def notify(self, method: str, params: dict[str, Any] | None) -> bool:
-        return False  # the answer is JSON here: nothing rides along with it
+        # on the request's own stream: carried over stdio, dropped by the SDK over HTTP (JSON answers)
+        return await CallerPeer(self.ctx).notify(method, params)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> bool:
-        return False
+        return await CallerPeer(self.ctx).progress(progress, total, message)
 
 
 class Exchanges:

@@ -212,3 +212,50 @@ def test_check_says_which_isolation_each_upstream_has_and_why(setup: tuple[Path,
     expected = "netns" if os.geteuid() == 0 else "proxy-env only"
     assert report["isolation"] == expected and report["why"], report
     assert "fx.echo" in report["served"] and "Legacy_Name" in report["unkinded"] and not report["drifted"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_through_opsgate_stdio_the_upstreams_questions_and_progress_reach_the_caller(
+        tmp_path: Path, mode: str) -> None:
+    """The gateway itself over stdio (`opsgate stdio`): a 2025 caller is asked on the connection
+    and gets progress and log messages on it; a 2026-07-28 caller answers by input-required rounds."""
+    import sys
+
+    import anyio
+    from mcp import Client, StdioServerParameters, types
+
+    from gateway.serve import demo_user_id, mint_token, signing_key
+    from tests.conftest import ROOT
+
+    state = FixtureState(tmp_path / "fixture.json")
+    policies = bundle(tmp_path, "fx", stdio_decl(state.path, protocol="legacy"))
+    state_dir = tmp_path / "state"
+    assert pin(policies, state_dir, "fx") == 0
+    secret = signing_key(GatewayConfig(state_dir=str(state_dir)))
+    token = mint_token(secret, issuer=GatewayConfig().auth_issuer, user_id=demo_user_id("ops_viewer"),
+                       role="ops_viewer")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "gateway.cli", "stdio", "--policies",
+                                                                 str(policies), "--state-dir", str(state_dir)],
+                                   env={"MCP_VIEWER_JWT": token, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
+    logs: list[Any] = []
+    progress: list[float] = []
+
+    async def sample(ctx: Any, p: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="4"),
+                                         model="stdio-test")
+
+    async def on_log(p: types.LoggingMessageNotificationParams) -> None:
+        logs.append(p.data)
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    with anyio.fail_after(120):
+        async with Client(params, mode=mode, sampling_callback=sample, logging_callback=on_log,
+                          log_level="debug") as c:
+            sampled = await c.call_tool("fx.sample", {})
+            flooded = await c.call_tool("fx.flood", {"n": 3}, progress_callback=on_progress)
+    assert sampled.content[0].text == "model said: 4"
+    assert flooded.content[0].text == "flooded 3"
+    if mode == "legacy":  # over stdio the notifications travel on the connection, before the answer
+        assert logs == [{"i": 0}, {"i": 1}, {"i": 2}] and progress == [1, 2, 3]

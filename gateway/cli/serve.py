@@ -149,8 +149,12 @@ def run_stdio(args: argparse.Namespace) -> int:
     server = build_server(services.pipeline, caller_of, version="stdio")
 
     async def main() -> None:
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+        await services.start_providers()  # upstream MCP servers: children, sessions, re-listing
+        try:
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+        finally:
+            await services.stop_providers()
 
     asyncio.run(main())
     return 0

@@ -75,7 +75,14 @@ def _with_upstreams(args: argparse.Namespace, work: Callable[[Any, dict[str, Any
             if services.audit is not None:
                 await services.audit.store.close()
 
-    return asyncio.run(main())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    from concurrent.futures import ThreadPoolExecutor  # called from async code (tests): a loop of its own
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 def suggest_kind(definition: dict[str, Any]) -> str:
