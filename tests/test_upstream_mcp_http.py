@@ -409,3 +409,32 @@ async def test_argument_policies_apply_to_upstream_tools_typed_from_the_pin(
     assert ok.structured_content == {"message": "a plan"}
     assert fresh.calls() == ["echo"]
     assert denied[-1].policy_ids == ["fx.echo.no-secrets"]
+
+
+async def test_the_upstream_never_sees_the_callers_token(gw: RunningGateway, fresh: FixtureState) -> None:
+    token = gw.token("ops_viewer")
+    async with gw.client(token) as c:
+        await c.call_tool("fx.echo", {"message": "who am I"})
+    sent = fresh.path.with_name(fresh.path.name + ".headers").read_text()
+    assert fresh.calls() == ["echo"] and sent  # the call did reach the upstream, headers recorded
+    assert token not in sent and token.split(".")[1] not in sent
+    assert not any(h.get("authorization") for h in fresh.headers())
+
+
+async def test_an_http_upstreams_secret_comes_from_the_vault_as_its_declared_header(
+        pinned: tuple[Path, Path], upstream: tuple[str, FixtureState], fresh: FixtureState, tmp_path: Path) -> None:
+    from tests.conftest import put_secret
+
+    url, _ = upstream
+    key = "fxkey-" + "Z3" * 20  # only ever in the vault
+    policies = bundle(tmp_path, "fx", http_decl(url, protocol="legacy", secrets=[
+        {"name": "fx_api_key", "header": "X-Api-Key", "format": "Key {value}"}]), allow=[url])
+    (policies / "upstreams" / "fx.pins.json").write_text((pinned[0] / "upstreams" / "fx.pins.json").read_text())
+    put_secret(tmp_path / "state" / "vault", "fx_api_key", key)
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                         providers=[EchoProvider()]) as gw:
+        r = await call(gw, "ops_viewer", "fx.echo", {"message": key})  # a caller echoing it gets it scrubbed
+        secret_rows = [row for row in await rows(gw, "fx.echo") if key in json.dumps(row.payload)
+                       or key in json.dumps(row.result)]
+    assert {h.get("x-api-key") for h in fresh.headers()} == {f"Key {key}"}
+    assert key not in json.dumps(r.structured_content) and not secret_rows

@@ -50,6 +50,7 @@ class FixtureState:
     def reset(self) -> None:
         self.write({})
         self.calls_path.unlink(missing_ok=True)
+        self.path.with_name(self.path.name + ".headers").unlink(missing_ok=True)
 
     def update(self, **changes: Any) -> None:
         self.write({**self.read(), **changes})
@@ -57,6 +58,10 @@ class FixtureState:
     def record(self, tool: str) -> None:
         with self.calls_path.open("a") as f:
             f.write(tool + "\n")
+
+    def headers(self) -> list[dict[str, str]]:
+        path = self.path.with_name(self.path.name + ".headers")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def calls(self) -> list[str]:
         return self.calls_path.read_text().split() if self.calls_path.exists() else []
@@ -229,7 +234,13 @@ def http_app(state: FixtureState) -> Any:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    return Starlette(routes=[Mount("/mcp", app=manager.handle_request)], lifespan=lifespan)
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":  # what the fixture was sent, for tests that check what leaks upstream
+            with state.path.with_name(state.path.name + ".headers").open("a") as f:
+                f.write(json.dumps({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}) + "\n")
+        await manager.handle_request(scope, receive, send)
+
+    return Starlette(routes=[Mount("/mcp", app=recording)], lifespan=lifespan)
 
 
 def main() -> None:
