@@ -81,7 +81,13 @@ class UpstreamProvider(ProviderBase):
         for upstream_name, local in self.spec.served.items():
             pin = self.pins[upstream_name]
             kind = self.decl.tools[upstream_name].kind
-            out.append(Tool(local, kind, JsonSchemaInput(pin.input_schema),  # type: ignore[arg-type]
+            try:
+                schema = JsonSchemaInput(pin.input_schema)
+            except Exception as e:  # a pinned schema that is no schema: that tool is not served, the rest are
+                log.error("%s.%s is not served: its pinned input schema is invalid (%s)", self.name, local,
+                          describe(e))
+                continue
+            out.append(Tool(local, kind, schema,  # type: ignore[arg-type]
                             pin.description or pin.title or upstream_name, self._handler(upstream_name),
                             title=pin.title, output_schema=pin.output_schema, annotations=pin.annotations))
         return out
