@@ -259,3 +259,23 @@ async def test_through_opsgate_stdio_the_upstreams_questions_and_progress_reach_
     assert flooded.content[0].text == "flooded 3"
     if mode == "legacy":  # over stdio the notifications travel on the connection, before the answer
         assert logs == [{"i": 0}, {"i": 1}, {"i": 2}] and progress == [1, 2, 3]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_namespace_left_by_a_killed_gateway_is_removed_and_a_live_ones_kept() -> None:
+    import subprocess
+
+    from providers.sdk.netns import remove_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan, live = f"opsgate-fx-{dead.pid}-deadbeef", f"opsgate-fx-{os.getpid()}-cafebabe"
+    for name in (orphan, live):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert orphan in remove_orphans()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert orphan not in listed and live in listed
+    finally:
+        for name in (orphan, live):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)

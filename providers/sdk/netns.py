@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 
 CLONE_NEWNET = 0x40000000
@@ -37,7 +38,9 @@ class Isolation:
 
     @classmethod
     def for_upstream(cls, upstream: str) -> Isolation:
-        return cls(f"opsgate-{upstream[:24]}-{secrets.token_hex(4)}")
+        # The creating process's id is in the name, so a later gateway can tell a namespace that a
+        # killed one left behind (its process is gone) from one a live gateway is using.
+        return cls(f"opsgate-{upstream[:24]}-{os.getpid()}-{secrets.token_hex(4)}")
 
     def describe(self) -> str:
         return f"network namespace {self.name}: loopback only, where the egress proxy listens"
@@ -50,6 +53,7 @@ class Isolation:
             raise IsolationUnavailable("creating a network namespace needs root (CAP_SYS_ADMIN)")
         if shutil.which("ip") is None:
             raise IsolationUnavailable("iproute2's `ip` is not installed")
+        await asyncio.to_thread(remove_orphans)
         await _ip("netns", "add", self.name)
         self.created = True
         await _ip("-n", self.name, "link", "set", "lo", "up")
@@ -82,6 +86,26 @@ class Isolation:
                 await _ip("netns", "delete", self.name)
 
 
+def remove_orphans() -> list[str]:
+    """Delete the namespaces of gateways that died without cleaning up (`kill -9`); returns their names."""
+    removed = []
+    names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
+    for name in names:
+        parts = name.split("-")
+        if parts[0] != "opsgate" or len(parts) < 4 or not parts[-2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[-2]), 0)
+            continue  # its gateway is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False).returncode == 0:
+            removed.append(name)
+    return removed
+
+
 async def _ip(*args: str) -> None:
     proc = await asyncio.create_subprocess_exec("ip", *args, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -90,4 +114,4 @@ async def _ip(*args: str) -> None:
         raise IsolationUnavailable(f"`ip {' '.join(args)}` failed: {err.decode(errors='replace').strip()[:200]}")
 
 
-__all__ = ["Isolation", "IsolationUnavailable"]
+__all__ = ["Isolation", "IsolationUnavailable", "remove_orphans"]
