@@ -66,7 +66,9 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             set_session_id(ctx.request.headers.get("mcp-session-id"))
         out = CallResult()
         try:
-            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # questions from upstreams: input-required rounds
+            registered = pipeline.registry.get(params.name)
+            asks = params.request_state is not None or (registered is not None and registered.provider.relays_callers)
+            if asks and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # upstreams' questions: input-required
                 return await exchanges.call_tool(ctx, caller.id, params, lambda peer: pipeline.call_tool(
                     caller, params.name, params.arguments, out, peer=peer))
             return await pipeline.call_tool(caller, params.name, params.arguments, out, peer=CallerPeer(ctx))

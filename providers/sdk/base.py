@@ -46,6 +46,10 @@ class ProviderBase:
     # take it as a constructor option (tests shorten it); the gateway bounds /health too.
     health_budget_s: float = 5.0
 
+    # A provider whose tools may ask the calling client something mid-call (an MCP server's sampling,
+    # elicitation, roots) through the call's peer; 2026-07-28 callers are then answered in rounds.
+    relays_callers: ClassVar[bool] = False
+
     _runtime: Runtime = UnboundRuntime()
 
     def bind(self, runtime: Runtime) -> None:

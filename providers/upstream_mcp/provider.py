@@ -49,6 +49,7 @@ Breaking = Callable[[dict[str, Any], dict[str, Any]], list[str]]  # rule 9: (pin
 
 class UpstreamProvider(ProviderBase):
     name = "upstream"  # replaced per instance by the upstream's own name
+    relays_callers = True
 
     def __init__(self, spec: Any, *, breaking: Breaking | None = None, health_budget_s: float = 5.0,
                  isolate: Any = None) -> None:
