@@ -438,3 +438,22 @@ async def test_an_http_upstreams_secret_comes_from_the_vault_as_its_declared_hea
                        or key in json.dumps(row.result)]
     assert {h.get("x-api-key") for h in fresh.headers()} == {f"Key {key}"}
     assert key not in json.dumps(r.structured_content) and not secret_rows
+
+
+async def test_a_2025_06_18_caller_reaches_an_upstream_too(gw: RunningGateway, fresh: FixtureState) -> None:
+    """The oldest version the gateway speaks, by hand: initialize at 2025-06-18, then call."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {gw.token('ops_viewer')}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=30) as http:
+        r = await http.post("/mcp", json=init)
+        assert r.json()["result"]["protocolVersion"] == "2025-06-18"
+        session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fx.echo",
+                                                                              "arguments": {"message": "old"}}}
+        answer = (await http.post("/mcp", json=call, headers=session)).json()
+    assert answer["result"]["structuredContent"] == {"message": "old"}
+    assert fresh.calls() == ["echo"]
