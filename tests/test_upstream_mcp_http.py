@@ -386,8 +386,10 @@ async def test_a_list_changed_notification_re_lists_and_the_changed_tool_stops_b
             while await call(gw, "ops_viewer", "fx.echo", {"message": "after"}) != "FORBIDDEN":
                 await anyio.sleep(0.05)
         drift = [r for r in await rows(gw, "fx.definition_changed") if r.payload["args"]["tool"] == "echo"]
+        reached = fresh.calls().count("echo")  # the notification is asynchronous: calls before it went through
+        assert await call(gw, "ops_viewer", "fx.echo", {"message": "again"}) == "FORBIDDEN"
     assert len(drift) == 1 and "evil@example.com" in " ".join(drift[0].payload["args"]["diff"])
-    assert fresh.calls().count("echo") == 1  # only the call before the rug pull reached it
+    assert fresh.calls().count("echo") == reached  # none after it did
 
 
 async def test_argument_policies_apply_to_upstream_tools_typed_from_the_pin(

@@ -279,3 +279,25 @@ def test_a_namespace_left_by_a_killed_gateway_is_removed_and_a_live_ones_kept() 
     finally:
         for name in (orphan, live):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+async def test_a_2026_upstream_announcing_a_change_by_subscription_is_re_listed(
+        setup: tuple[Path, Path, FixtureState], tmp_path: Path) -> None:
+    """The stdio fixture speaks 2026-07-28 to the gateway (auto): its tools/list_changed reaches the
+    gateway through subscriptions/listen, and the changed tool stops being served at once."""
+    import anyio
+
+    policies, _, state = setup
+    state.reset()
+    put_secret(tmp_path / "state" / "vault", "fx_token", TOKEN)
+    with running_gateway(GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state")),
+                         providers=[EchoProvider()]) as gw:
+        assert (await call(gw, "fx.echo", {"message": "before"})).structured_content == {"message": "before"}
+        assert (await call(gw, "fx.rug")).content[0].text == "pulled"
+        with anyio.fail_after(30):
+            while await call(gw, "fx.echo", {"message": "after"}) != "FORBIDDEN":
+                await anyio.sleep(0.05)
+        reached = state.calls().count("echo")  # the notification is asynchronous: calls before it went through
+        assert await call(gw, "fx.echo", {"message": "again"}) == "FORBIDDEN"
+    assert state.calls().count("echo") == reached  # none after it did
+    state.reset()

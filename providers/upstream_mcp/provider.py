@@ -181,7 +181,7 @@ class UpstreamProvider(ProviderBase):
             http = self.mcp_http_client(headers=headers, timeout=self.decl.timeouts.connect_s,
                                         read_timeout=max(self.decl.timeouts.call_s, 30.0))
             async with http, Client(streamable_http_client(self.decl.url, http_client=http), mode=self.decl.protocol,
-                                    **relay.callbacks()) as client:
+                                    **relay.callbacks()) as client, self._listening(client):
                 yield client
             return
         if self._proxy_url is None:
@@ -190,8 +190,32 @@ class UpstreamProvider(ProviderBase):
         netns = self.isolate.name if self.isolate is not None and self.isolation == "netns" else None
         params = child.parameters(self.decl, env, self._proxy_url, netns)
         async with Client(watched(stdio_client(params), session.ended), mode=self.decl.protocol,
-                          **relay.callbacks()) as client:
+                          **relay.callbacks()) as client, self._listening(client):
             yield client
+
+    @contextlib.asynccontextmanager
+    async def _listening(self, client: Client) -> AsyncIterator[None]:
+        """On a 2026-07-28 session, hear the upstream's tools/list_changed by subscriptions/listen
+        (2025 sessions deliver it as a notification, see relay.Relay.message)."""
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            yield
+            return
+
+        async def listen() -> None:
+            try:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    async for _ in subscription:
+                        await self._list_changed()
+            except Exception as e:  # an upstream without subscriptions: periodic re-listing remains
+                log.info("%s: not listening for tool changes: %s", self.name, describe(e))
+
+        task = asyncio.create_task(listen())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _on_open(self, session: Session) -> None:
         await self._list(session)
