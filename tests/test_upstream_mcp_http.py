@@ -254,6 +254,10 @@ async def test_sampling_and_elicitation_reach_a_2025_caller_and_its_answers_the_
     assert sampled.content[0].text == "model said: 4"
     assert elicited.content[0].text == 'accept: {"name": "Ada"}'
     assert asked == ["2+2?", "Your name?"]
+    relayed = (await rows(gw, "fx.relay"))[-2:]
+    assert [(r.payload["args"]["method"], r.payload["args"]["during"], r.result["status"]) for r in relayed] == [
+        ("sampling/createMessage", "fx.sample", "answered"), ("elicitation/create", "fx.elicit", "answered")]
+    assert relayed[0].caller_id == relayed[1].caller_id is not None
 
 
 async def test_a_2026_caller_answers_through_input_required_rounds(gw: RunningGateway, fresh: FixtureState) -> None:

@@ -172,7 +172,7 @@ class UpstreamProvider(ProviderBase):
     @contextlib.asynccontextmanager
     async def _client(self, session: Session) -> AsyncIterator[Client]:
         secrets = {s.name: await self.get_vault_secret(s.name) for s in self.decl.secrets}
-        relay = Relay(self.name, session, self._list_changed)
+        relay = Relay(self.name, session, self._list_changed, self._record_relay)
         session.relay = relay  # type: ignore[attr-defined]
         if self.decl.transport == "http":
             assert self.decl.url is not None
@@ -216,6 +216,15 @@ class UpstreamProvider(ProviderBase):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+    async def _record_relay(self, holder: Any, method: str, outcome: dict[str, Any]) -> None:
+        token = current_call.set(holder)  # the row is the caller's: the question came during their call
+        try:
+            await self.emit_event("relay", {"method": method, "during": getattr(holder, "tool", None)}, outcome)
+        except Exception as e:  # the answer stands either way
+            log.error("%s: could not record a relayed %s: %s", self.name, method, type(e).__name__)
+        finally:
+            current_call.reset(token)
 
     async def _on_open(self, session: Session) -> None:
         await self._list(session)

@@ -9,7 +9,9 @@ lease (providers.upstream_mcp.pool). So:
   answered at once with an error saying why, so it never waits on a request nobody will answer;
 - notifications (log messages, progress) go to that caller best-effort, at most
   `MAX_RELAYED` per call: a flooding upstream cannot hold a call, or the gateway, hostage;
-- `tools/list_changed` triggers a re-list (drift detection), whoever holds the session.
+- `tools/list_changed` triggers a re-list (drift detection), whoever holds the session;
+- each server-to-client request is one `<upstream>.relay` audit row: the method, the call it came
+  during, and whether the caller answered or why it was refused.
 
 The caller's token and session never reach the upstream: it sees the gateway as its client.
 """
@@ -29,6 +31,8 @@ from providers.upstream_mcp.pool import Session
 
 log = logging.getLogger("opsgate.upstream.relay")
 MAX_RELAYED = 1000  # notifications relayed per call; the rest are counted and dropped
+# (the call holding the session or None, the method, what became of it) -> one audit row
+Record = Callable[[Any, str, dict[str, Any]], Awaitable[None]]
 
 
 def _peer(session: Session) -> Any:
@@ -43,25 +47,33 @@ def _dump(model: Any) -> dict[str, Any]:
 class Relay:
     """The callbacks one session's `mcp` Client is built with."""
 
-    def __init__(self, upstream: str, session: Session, on_list_changed: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, upstream: str, session: Session, on_list_changed: Callable[[], Awaitable[None]],
+                 record: Record | None = None) -> None:
         self.upstream = upstream
         self.session = session
         self.on_list_changed = on_list_changed
+        self.record = record  # one audit row per server-to-client request, whatever became of it
         self.relayed = 0
         self.dropped = 0
-        self.requests: list[str] = []  # methods relayed during the current lease (for the audit row)
 
     def reset(self) -> None:
         self.relayed = self.dropped = 0
-        self.requests = []
 
     async def _forward(self, method: str, params: Any, result_type: type[Any]) -> Any:
+        holder = self.session.holder
+        answer = await self._ask(method, params, result_type)
+        if self.record is not None:
+            outcome = ({"status": "refused", "message": answer.message} if isinstance(answer, types.ErrorData)
+                       else {"status": "answered"})
+            await self.record(holder, method, outcome)
+        return answer
+
+    async def _ask(self, method: str, params: Any, result_type: type[Any]) -> Any:
         peer = _peer(self.session)
         why = "no call holds the session" if self.session.holder is None else "the calling client has no channel"
         if peer is None:
             return types.ErrorData(code=types.INVALID_REQUEST,
                                    message=f"opsgate: {method} from {self.upstream} cannot be relayed: {why}")
-        self.requests.append(method)
         try:
             raw = await peer.request(method, None if params is None else _dump(params))
         except PeerUnavailable as e:
