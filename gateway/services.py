@@ -83,6 +83,21 @@ class Services:
                              decision_id=d.decision_id, policy_ids=list(d.reasons))
             raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload)
 
+    async def start_providers(self) -> None:
+        """Each provider's start hook (upstream MCP servers: children, sessions, re-listing)."""
+        for provider in self.registry.providers.values():
+            try:
+                await provider.start()
+            except Exception:  # one provider failing to start must not keep the others down
+                log.exception("provider %s failed to start", provider.name)
+
+    async def stop_providers(self) -> None:
+        for provider in self.registry.providers.values():
+            try:
+                await provider.stop()
+            except Exception:
+                log.exception("provider %s failed to stop", provider.name)
+
     async def limiter_health(self) -> dict[str, Any]:
         return await self.limiter.health() if self.limiter is not None else {"backend": "none", "ok": True}
 
