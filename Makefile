@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 STAMP := $(VENV)/.installed
+# Node tools the tests run (tests/node: server-everything, the MCP conformance suite, node 22), exactly
+# as tests/node/package-lock.json pins them.
 NODE_STAMP := tests/node/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
@@ -23,8 +25,6 @@ $(STAMP): $(BIN)/uv pyproject.toml uv.lock $(NODE_STAMP)
 	$(UV) sync --locked --extra test --quiet
 	@touch $(STAMP)
 
-# Node tooling the tests drive (the MCP conformance suite and the node 22 it needs), exactly as
-# tests/node/package-lock.json pins it.
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python -m bench.events
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/upstream.py
 	$(BIN)/python bench/console.py
 
 lint: $(STAMP)

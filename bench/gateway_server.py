@@ -46,7 +46,8 @@ def bare_pipeline() -> Any:
             return types.ListToolsResult(tools=[types.Tool(name=t.name, description=t.tool.description,
                                                            input_schema=t.input_schema) for t in self.registry.tools])
 
-        async def call_tool(self, caller: Any, name: str, arguments: Any, out: Any = None) -> types.CallToolResult:
+        async def call_tool(self, caller: Any, name: str, arguments: Any, out: Any = None,
+                            peer: Any = None) -> types.CallToolResult:
             tool = self.registry.get(name).tool  # type: ignore[union-attr]
             args = tool.input(**(arguments or {}))
             return to_result(await tool.handler(CallContext(caller.id, name, ""), args))

@@ -7,6 +7,7 @@ Layout (see policies/README.md):
     provider-allowlist.yaml   rule 5 hostname allowlist -> egress policies (engine.allowlist)
     *.cedar                   authorization policies
     tiers/*.cedar             rate-tier policies (permits carrying @limit and @bucket)
+    upstreams/<name>.yaml     upstream MCP servers and their pinned tools (engine.upstreams)
 
 A bundle with any problem is refused as a whole with every problem listed (BundleError);
 its revision is the sha256 of every file it was built from. The only I/O is reading files.
@@ -25,7 +26,7 @@ from typing import Any
 import cedarpy
 import msgspec
 
-from engine import allowlist, catalogue
+from engine import allowlist, catalogue, upstreams
 from engine.guards import guard_of
 from engine.index import Key, PolicySets, Slicer, policy_set_json, request_keys, scope_keys, uid_key
 from engine.memo import reads_of
@@ -75,8 +76,10 @@ class Bundle:
     def __init__(self, *, root: Path, revision: str, schema_text: str, schema: cedarpy.Schema,
                  catalogue: catalogue.Catalogue, policies: list[PolicyRecord], tiers: list[PolicyRecord],
                  static_entities: list[dict[str, Any]], args_types: dict[str, Any],
-                 sets: PolicySets | None = None, exceptions: Any = None) -> None:
+                 sets: PolicySets | None = None, exceptions: Any = None,
+                 upstreams: tuple[upstreams.Upstream, ...] = ()) -> None:
         self.root = root
+        self.upstreams = upstreams  # declared upstream MCP servers with their pins (engine.upstreams)
         self.exceptions = exceptions  # engine.exceptions.Compiled, or None without an exceptions directory
         self.revision = revision
         self.schema_text = schema_text
@@ -163,6 +166,7 @@ def bundle_files(root: Path) -> list[Path]:
     files = [root / "schema.cedarschema", root / "tools.json", root / "entities.json",
              root / "provider-allowlist.yaml"]
     files += sorted(root.glob("*.cedar")) + sorted((root / "tiers").glob("*.cedar"))
+    files += upstreams.upstream_files(root)
     return [f for f in files if f.is_file()]
 
 
@@ -260,6 +264,12 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
 
     cat, cat_issues = catalogue.parse_catalogue(_read(root, "tools.json", issues), "tools.json")
     issues += cat_issues
+    declared, upstream_tools = upstreams.load_upstreams(root, issues)
+    if upstream_tools:
+        taken = {t.name for t in cat.tools}
+        issues += [Issue("upstreams", f"{t.name} is also in tools.json") for t in upstream_tools
+                   if t.name in taken]
+        cat = catalogue.Catalogue(tools=(*cat.tools, *upstream_tools))
     types = catalogue.args_types(cat)
     schema_text, splice_issues = catalogue.splice_schema(
         _read(root, "schema.cedarschema", issues).decode(), catalogue.render_actions(cat, types), "schema.cedarschema")
@@ -301,7 +311,7 @@ def load_bundle(root: str | Path, *, extra_policies: Iterable[tuple[str, str]] =
         raise BundleError(issues)
     return Bundle(root=root, revision=revision, schema_text=schema_text, schema=schema, catalogue=cat,
                   policies=policies, tiers=tiers, static_entities=static, args_types=types, sets=sets,
-                  exceptions=waivers)
+                  exceptions=waivers, upstreams=tuple(declared))
 
 
 def _exceptions(directory: str | Path | None, schema: cedarpy.Schema, now: datetime | None, trust: Any) -> Any:

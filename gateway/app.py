@@ -58,10 +58,12 @@ def create_app(services: Services, *, edge: Edge, max_body_bytes: int = 1 << 20,
         await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
         watcher = asyncio.create_task(watch_exceptions(services))
         refusals = asyncio.create_task(services.refusals.run()) if services.refusals is not None else None
+        await services.start_providers()
         try:
             async with manager.run(), streaming.run():
                 yield
         finally:
+            await services.stop_providers()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -59,6 +59,7 @@ from engine.exceptions import (
     spec_digest,
     spec_to_yaml,
 )
+from gateway.edge.current import client_address
 from otel.events import EventStore, RunEvent, new_event_id, utc_timestamp
 from providers.sdk.vault import get_or_create
 
@@ -341,7 +342,8 @@ class LifecycleEvents:
         event = RunEvent(id=event_id or new_event_id(), provider="opsgate", tool=f"exception.{step}", caller_id=actor,
                          payload={"exception": exception_id, **(detail or {})}, result={"status": step},
                          decision=decision, duration_ms=0, created_at=utc_timestamp(),
-                         exception_ids=[exception_id] if exception_ids is None else exception_ids)
+                         exception_ids=[exception_id] if exception_ids is None else exception_ids,
+                         client_addr=client_address())  # the HTTP caller's; None from the CLI
         await self.store.append(event)
         return event.id
 

@@ -28,7 +28,9 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.edge import bound_client, view_of
 from gateway.errors import Code, GatewayError
+from gateway.exchanges import Exchanges
 from gateway.notices import LogLevels, notices_for, send_notices
+from gateway.peer import CallerPeer
 from gateway.pipeline import LIST_CACHE_TTL_MS, Caller, CallResult, Pipeline
 from gateway.ratelimit.headers import rate_limit_headers
 from otel.tracing import set_session_id
@@ -69,6 +71,7 @@ def _client(ctx: ServerRequestContext[Any, Any]) -> str | None:
 
 def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Server[Any]:
     levels = LogLevels()
+    exchanges = Exchanges()  # 2026-07-28 input-required rounds of calls whose upstream asks the caller
 
     async def on_list_tools(ctx: ServerRequestContext[Any, Any],
                             params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -79,7 +82,7 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
             raise e.to_mcp() from None
 
     async def on_call_tool(ctx: ServerRequestContext[Any, Any],
-                           params: types.CallToolRequestParams) -> types.CallToolResult:
+                           params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
         caller = await caller_of(ctx)
         if ctx.request is not None:
             set_session_id(ctx.request.headers.get("mcp-session-id"))
@@ -87,7 +90,15 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
         _track(ctx, out)
         try:
             with bound_client(_client(ctx)):
-                result = await pipeline.call_tool(caller, params.name, params.arguments, out)
+                registered = pipeline.registry.get(params.name)
+                asks = params.request_state is not None or (registered is not None
+                                                            and registered.provider.relays_callers)
+                if asks and ctx.protocol_version in MODERN_VERSIONS:  # upstreams' questions: input-required
+                    result = await exchanges.call_tool(ctx, caller.id, params, lambda peer: pipeline.call_tool(
+                        caller, params.name, params.arguments, out, peer=peer))
+                else:
+                    result = await pipeline.call_tool(caller, params.name, params.arguments, out,
+                                                      peer=CallerPeer(ctx))
         except GatewayError as e:
             raise e.to_mcp() from None
         await send_notices(ctx, levels.threshold(ctx, caller.id), notices_for(params.name, out))
@@ -100,8 +111,11 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
 
     async def on_list_resources(ctx: ServerRequestContext[Any, Any],
                                 params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        result = pipeline.list_resources(await caller_of(ctx))
-        return result.model_copy(update={"ttl_ms": LIST_CACHE_TTL_MS, "cache_scope": "private"})
+        caller = await caller_of(ctx)
+        listed = pipeline.list_resources(caller)
+        relayed = await pipeline.relayed_resources(caller)  # upstream MCP servers' own, under their action
+        return listed.model_copy(update={"resources": [*listed.resources, *relayed], "ttl_ms": LIST_CACHE_TTL_MS,
+                                         "cache_scope": "private"})
 
     async def on_read_resource(ctx: ServerRequestContext[Any, Any],
                                params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
@@ -110,11 +124,32 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
         _track(ctx, out)
         try:
             with bound_client(_client(ctx)):
-                result = await pipeline.read_resource(caller, str(params.uri), out)
+                uri = str(params.uri)
+                if pipeline.registry.resource(uri) is None and any(
+                        p.relays_resource(uri) for p in pipeline.registry.providers.values()):
+                    result = await pipeline.read_relayed_resource(caller, uri, out)
+                else:
+                    result = await pipeline.read_resource(caller, uri, out)
         except GatewayError as e:
             raise e.to_mcp() from None
         # Every read is an audited, rate-limited operation of this caller: never reused.
         return result.model_copy(update={"ttl_ms": 0, "cache_scope": "private"})
+
+    async def on_list_prompts(ctx: ServerRequestContext[Any, Any],
+                              params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=await pipeline.relayed_prompts(await caller_of(ctx)),
+                                       ttl_ms=LIST_CACHE_TTL_MS, cache_scope="private")
+
+    async def on_get_prompt(ctx: ServerRequestContext[Any, Any],
+                            params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        caller = await caller_of(ctx)
+        out = CallResult()
+        _track(ctx, out)
+        try:
+            with bound_client(_client(ctx)):
+                return await pipeline.get_relayed_prompt(caller, params.name, params.arguments, out)
+        except GatewayError as e:
+            raise e.to_mcp() from None
 
     def input_schema(name: str) -> dict[str, Any] | None:
         # Without this the SDK runs the tools/list handler on every 2026-07-28 tools/call to find
@@ -124,7 +159,8 @@ def build_server(pipeline: Pipeline, caller_of: CallerOf, *, version: str) -> Se
 
     server: Server[Any] = Server(
         "opsgate", version=version, on_list_tools=on_list_tools, on_call_tool=on_call_tool,
-        on_list_resources=on_list_resources, on_read_resource=on_read_resource, get_tool_input_schema=input_schema,
+        on_list_resources=on_list_resources, on_read_resource=on_read_resource, on_list_prompts=on_list_prompts,
+        on_get_prompt=on_get_prompt, get_tool_input_schema=input_schema,
         instructions="opsgate: every ops tool, decided by policy and audited.")
     # Registered directly: the constructor's `on_set_logging_level` warns that logging is deprecated
     # in 2026-07-28, where the SDK answers setLevel with "method not found" by itself anyway.

@@ -32,6 +32,7 @@ from gateway.registry import Registered, Registry
 from otel.events import RunEvent
 from otel.tracing import decision_span, enrich_call_span
 from providers.sdk import CallContext, ProviderBase, Refused, ToolError, current_call
+from providers.sdk.tool import parse_arguments
 
 log = logging.getLogger("opsgate.pipeline")
 
@@ -79,7 +80,11 @@ def principal_of(caller: Caller) -> tuple[Uid, tuple[Entity, ...]]:
 
 def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.CallToolResult:
     """The MCP result of a tool's return value. `scrub` (the redactor's text scrub) is applied to
-    its JSON text, so a vault secret a provider put in its answer never reaches the client."""
+    its JSON text, so a vault secret a provider put in its answer never reaches the client.
+    A provider relaying an MCP server returns the server's own CallToolResult: passed on whole
+    (images, audio, resources, structured content, isError), scrubbed the same way."""
+    if isinstance(value, types.CallToolResult):
+        return _scrubbed_result(value, scrub)
     data = msgspec.to_builtins(value)
     text = msgspec.json.encode(data).decode()
     if scrub is not None:
@@ -93,6 +98,20 @@ def to_result(value: Any, scrub: Callable[[str], str] | None = None) -> types.Ca
             text = clean
     structured = data if isinstance(data, dict) else {"result": data}
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
+
+
+def _scrubbed_result(result: types.CallToolResult, scrub: Callable[[str], str] | None) -> types.CallToolResult:
+    if scrub is None:
+        return result
+    text = result.model_dump_json(by_alias=True, exclude_none=True)
+    clean = scrub(text)
+    if clean == text:
+        return result
+    try:
+        return types.CallToolResult.model_validate_json(clean)
+    except ValueError:
+        raise GatewayError(Code.INTERNAL_ERROR, "the tool's result was withheld: it could not be scrubbed of "
+                           "secrets") from None
 
 
 # How long a client may reuse a listing (the 2026-07-28 cache hint `ttlMs`): as long as the gateway
@@ -130,8 +149,9 @@ class Pipeline:
         uid, entities = principal_of(caller)
         now = self.clock()
         return [t for t in self.registry.tools
-                if self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
-                                      now=now).allowed]
+                if t.provider.serves(t.tool.name)
+                and self.engine.decide(Request(uid, t.name, Uid.of("Provider", t.provider.name), {}, entities),
+                                       now=now).allowed]
 
     # MCP clients list tools around every call (the SDK client does, to validate structured
     # output), and a listing is one decision per served tool: 40 tools cost ~2.7 ms. A listing is
@@ -157,24 +177,24 @@ class Pipeline:
         hit = self._listings.get(key)
         if hit is not None and now - hit[0] < self.LIST_TTL_S:
             return hit[1]
-        tools = [types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
-                 for t in self.visible_tools(caller)]
+        tools = [_listed(t) for t in self.visible_tools(caller)]
         if len(self._listings) >= self.LIST_CACHE_MAX:
             self._listings.clear()  # bounded; a full sweep is cheaper than bookkeeping an LRU
         self._listings[key] = (now, tools)
         return tools
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
-                        out: CallResult | None = None) -> types.CallToolResult:
+                        out: CallResult | None = None, peer: Any = None) -> types.CallToolResult:
         """Govern and run one call, then record exactly one audit event for whatever happened,
         before anything is returned or raised to the caller. A refusal the model can correct is
-        returned as an isError result; any other is raised."""
+        returned as an isError result; any other is raised. `peer` is the calling client as a
+        relaying provider may address it (providers.sdk.peer), where the transport has one."""
         out = out if out is not None else CallResult()
         start = time.perf_counter()
         registered = self.registry.get(name)
         served = registered.provider.name if registered is not None else None
         try:
-            result = await self._call(caller, name, arguments, out)
+            result = await self._call(caller, name, arguments, out, peer)
         except asyncio.CancelledError:
             # The row is written even as the call is torn down; a store that cannot take it has logged
             # that, and the call is over either way.
@@ -211,18 +231,19 @@ class Pipeline:
                 _count(self.metrics, name, provider, out, status, time.perf_counter() - start)
 
     async def _call(self, caller: Caller, name: str, arguments: dict[str, Any] | None,
-                    out: CallResult) -> types.CallToolResult:
+                    out: CallResult, peer: Any = None) -> types.CallToolResult:
         registered = self.registry.get(name)
         if registered is None:
             raise GatewayError(Code.INVALID_INPUT, f"unknown tool {name!r}")
         try:
-            args = msgspec.convert(arguments or {}, registered.tool.input)
-        except msgspec.ValidationError as e:
+            args = parse_arguments(registered.tool.input, arguments or {})
+        except ValueError as e:  # msgspec.ValidationError is one; so is a pinned JSON Schema's refusal
             raise _invalid(name, registered.tool.input, arguments or {}, caller, e) from None
 
         provider = registered.provider.name
         decision = await self._govern(caller, name, provider, {"args": msgspec.to_builtins(args)}, out, arguments)
-        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+        ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role,
+                          peer=peer)
         token = current_call.set(ctx)
         try:
             value = await registered.tool.handler(ctx, args)
@@ -288,6 +309,86 @@ class Pipeline:
         return types.ReadResourceResult(contents=[
             types.TextResourceContents(uri=uri, mime_type=registered.resource.mime_type, text=text)])
 
+    # -- relayed resources and prompts (providers fronting MCP servers) ---------------------------
+
+    def _relaying(self, caller: Caller, kind: str) -> list[ProviderBase]:
+        """Providers whose `<provider>.<kind>` action exists and that this caller may use at all."""
+        uid, entities = principal_of(caller)
+        now = self.clock()
+        found = []
+        for provider in self.registry.providers.values():
+            action = f"{provider.name}.{kind}"
+            if self.engine.bundle.catalogue.get(action) is not None and self.engine.decide(
+                    Request(uid, action, Uid.of("Provider", provider.name), {}, entities), now=now).allowed:
+                found.append(provider)
+        return found
+
+    async def relayed_resources(self, caller: Caller) -> list[types.Resource]:
+        """The resources of relaying providers the caller may read, as their servers list them now
+        (a server that cannot be listed contributes nothing and is logged)."""
+        out: list[types.Resource] = []
+        for provider in self._relaying(caller, "resources.read"):
+            try:
+                out += await provider.relayed_resources()
+            except Exception as e:
+                log.warning("listing %s's resources failed: %s", provider.name, e)
+        return out
+
+    async def read_relayed_resource(self, caller: Caller, uri: str, out: CallResult) -> types.ReadResourceResult:
+        provider = next((p for p in self.registry.providers.values() if p.relays_resource(uri)), None)
+        if provider is None:
+            raise GatewayError(Code.INVALID_INPUT, f"unknown resource {uri!r}")
+        return await self._relayed(caller, provider, "resources.read", {"uri": uri}, out,
+                                   lambda ctx: provider.read_relayed_resource(ctx, uri))
+
+    async def relayed_prompts(self, caller: Caller) -> list[types.Prompt]:
+        out: list[types.Prompt] = []
+        for provider in self._relaying(caller, "prompts.get"):
+            try:
+                out += [p.model_copy(update={"name": f"{provider.name}.{p.name}"})
+                        for p in await provider.relayed_prompts()]
+            except Exception as e:
+                log.warning("listing %s's prompts failed: %s", provider.name, e)
+        return out
+
+    async def get_relayed_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None,
+                                 out: CallResult) -> types.GetPromptResult:
+        provider_name, _, local = name.partition(".")
+        provider = self.registry.providers.get(provider_name)
+        if provider is None or not local or self.engine.bundle.catalogue.get(f"{provider_name}.prompts.get") is None:
+            raise GatewayError(Code.INVALID_INPUT, f"unknown prompt {name!r}")
+        return await self._relayed(caller, provider, "prompts.get", {"name": local}, out,
+                                   lambda ctx: provider.get_relayed_prompt(ctx, local, arguments))
+
+    async def _relayed(self, caller: Caller, provider: ProviderBase, kind: str, args: dict[str, Any], out: CallResult,
+                       fetch: Callable[[CallContext], Any]) -> Any:
+        """Govern `<provider>.<kind>` with `args`, fetch, scrub; exactly one audit row."""
+        name = f"{provider.name}.{kind}"
+        start = time.perf_counter()
+        try:
+            decision = await self._govern(caller, name, provider.name, {"args": args}, out, args)
+            ctx = CallContext(caller_id=caller.id, tool=name, decision_id=decision.decision_id, role=caller.role)
+            token = current_call.set(ctx)
+            try:
+                result = await fetch(ctx)
+            except ToolError as e:
+                raise GatewayError(Code.INTERNAL_ERROR, self.scrub(e.message), decision_id=decision.decision_id) \
+                    from None
+            except Refused as e:
+                raise _refusal(e, decision, self.scrub) from None
+            finally:
+                current_call.reset(token)
+            text = result.model_dump_json(by_alias=True, exclude_none=True)
+            clean = self.scrub(text)
+            if clean != text:
+                result = type(result).model_validate_json(clean)
+        except GatewayError as e:
+            await self._record(caller, name, provider.name, args, out, start, _refused(e))
+            raise
+        await self._record(caller, name, provider.name, args, out, start, {"status": "ok",
+                                                                           "content": {"chars": len(clean)}})
+        return result
+
     async def _govern(self, caller: Caller, name: str, provider: str, context: dict[str, Any],
                       out: CallResult, arguments: Any) -> Decision:
         """Decide `name` for the caller, apply its rate tiers, check the audit store; raise
@@ -323,10 +424,19 @@ class Pipeline:
         return decision
 
 
+def _listed(t: Registered) -> types.Tool:
+    tool = types.Tool(name=t.name, description=t.tool.description, input_schema=t.input_schema)
+    if t.tool.title is None and t.tool.output_schema is None and t.tool.annotations is None:
+        return tool
+    return tool.model_copy(update={"title": t.tool.title, "output_schema": t.tool.output_schema,
+                                   "annotations": None if t.tool.annotations is None
+                                   else types.ToolAnnotations.model_validate(t.tool.annotations)})
+
+
 def _refused(e: GatewayError) -> dict[str, Any]:
     """The audit row's result for a refusal (the same whichever way the caller is told)."""
     return {"status": STATUS.get(e.code, "error"), "code": str(e.code), "message": e.message,
-            **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error") if k in e.data}}
+            **{k: e.data[k] for k in ("retry_after_s", "bucket", "limiter_error", "reason") if k in e.data}}
 
 
 def _count(metrics: CallMetrics, name: str, provider: str | None, out: CallResult, status: str,
@@ -357,7 +467,7 @@ def _model_error(e: GatewayError, extra: dict[str, Any]) -> types.CallToolResult
 
 
 def _invalid(name: str, struct: Any, arguments: dict[str, Any], caller: Caller,
-             error: msgspec.ValidationError) -> GatewayError:
+             error: ValueError) -> GatewayError:
     """INVALID_INPUT, unless a required argument is missing (or null) whose field names its own
     code: `Meta(extra={"if_missing": {"code": ..., "message": ...}})`, e.g. Omega's userId, which the
     spec answers with USER_ID_REQUIRED. The message may name the caller's own id (`{caller_id}`)."""

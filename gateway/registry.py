@@ -22,6 +22,7 @@ import msgspec
 from engine.catalogue import KINDS, Catalogue
 from providers.sdk import CallContext, HealthStatus, ProviderBase, Resource, Runtime, Tool
 from providers.sdk.resource import ResourceInput
+from providers.sdk.tool import JsonSchemaInput
 
 
 class RegistrationError(Exception):
@@ -34,7 +35,8 @@ TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")  # local p
 # env credentials or skip a decision, so it is refused rather than trusted.
 # The kinds for provider tools; the policy vocabulary's `admin` is the gateway's own.
 PROVIDER_KINDS = tuple(k for k in KINDS if k != "admin")
-SDK_DOORS = ("bind", "require_ops_access", "emit_event", "get_vault_secret", "validate_hostname", "http")
+SDK_DOORS = ("bind", "require_ops_access", "emit_event", "get_vault_secret", "validate_hostname", "http",
+             "mcp_http_client", "egress_proxy")
 
 
 def check_tool(provider: str, tool: object) -> None:
@@ -53,6 +55,8 @@ def check_tool(provider: str, tool: object) -> None:
         raise RegistrationError(f"{full}: needs a description (callers choose tools by it)")
     if not inspect.iscoroutinefunction(tool.handler):
         raise RegistrationError(f"{full}: the handler must be an async function")
+    if isinstance(tool.input, JsonSchemaInput):
+        return  # a pinned upstream definition: rule 9 is its pin (engine.upstreams), not a version field
     if not (isinstance(tool.input, type) and issubclass(tool.input, msgspec.Struct)):
         raise RegistrationError(f"{full}: the input must be a msgspec.Struct class (constitution rule 9)")
     version = next((f for f in msgspec.structs.fields(tool.input) if f.name == "version"), None)
@@ -166,7 +170,7 @@ class Registry:
             if full in tools:
                 raise RegistrationError(f"{full}: declared twice")
             try:
-                schema = input_schema(tool.input)
+                schema = tool.input.schema if isinstance(tool.input, JsonSchemaInput) else input_schema(tool.input)
             except (TypeError, ValueError) as e:
                 raise RegistrationError(f"{full}: its input has no JSON Schema ({e})") from None
             tools[full] = Registered(full, provider, tool, schema)

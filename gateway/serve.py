@@ -8,6 +8,7 @@ can call the gateway at once. The key never leaves the vault except into the aut
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 import uuid
@@ -56,6 +57,7 @@ from providers.sdk.vault import Vault, get_or_create, open_vault
 from providers.sentry import SentryProvider
 from providers.socket import DEFAULT_BASE_URL as SOCKET_URL
 from providers.socket import SocketProvider
+from providers.upstream_mcp import UpstreamProvider
 
 T = TypeVar("T")
 DEV_SECRET = "opsgate_dev_jwt_secret"
@@ -87,6 +89,24 @@ def default_providers(config: GatewayConfig | None = None) -> list[Any]:
             SentryProvider(up.get("sentry", "https://sentry.io"), health_budget_s=budget),
             NetdataProvider(up.get("netdata", "https://app.netdata.cloud"), agent_url=up.get("netdata_agent"),
                             health_budget_s=budget)]
+
+
+def upstream_providers(engine: Engine, config: GatewayConfig, taken: set[str]) -> list[UpstreamProvider]:
+    """One adapter per upstream MCP server the bundle declares (policies/upstreams/), handed its
+    declaration and pins as plain data."""
+    from gateway.schema_versions import breaking_changes
+    from providers.sdk.netns import Isolation
+
+    # The mcp client's HTTP library logs every request at INFO: a line per upstream call otherwise.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+    def breaking(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+        return breaking_changes({"tool": {"input_schema": old}}, {"tool": {"input_schema": new}})
+
+    return [UpstreamProvider(msgspec.to_builtins(u), breaking=breaking, health_budget_s=config.health_timeout_s,
+                             isolate=Isolation.for_upstream(u.name) if u.declaration.transport == "stdio"
+                             and u.declaration.isolation == "netns" else None)
+            for u in engine.bundle.upstreams if u.name not in taken]
 
 
 def _blocking(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -148,15 +168,18 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
 
     limiter: Any
     if config.limiter == "redis":
-        limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets))
+        limiter = RedisLimiter(config.redis_url, fail_open_buckets=frozenset(config.fail_open_buckets),
+                               timeout_s=config.redis_timeout_s)
     else:
         limiter = MemoryLimiter()
     store: EventStore
     if config.events == "postgres":
         store = OutboxEventStore(Path(config.state_dir) / "events-outbox.db", PostgresEventStore(config.database_url),
-                                 durability=config.events_durability, max_pending=config.events_outbox_max)
+                                 durability=config.events_durability, max_pending=config.events_outbox_max,
+                                 log_reserve_bytes=config.events_log_reserve_bytes)
     else:
-        store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability)
+        store = SqliteEventStore(Path(config.state_dir) / "events.db", durability=config.events_durability,
+                                 log_reserve_bytes=config.events_log_reserve_bytes)
     # Exceptions load only with what the audit trail and the vault vouch for (held back until start).
     trust = TrustSource(config.exceptions, store, vault)
     engine = Engine.from_dir(config.policies, exceptions=config.exceptions, exception_trust=trust)
@@ -167,8 +190,9 @@ def build_services(config: GatewayConfig, *, providers: list[Any] | None = None,
     audit = Audit(store, redact=redactor.redact, span_ids=current_span_ids, client_addr=client_address)
     refusals = Refusals(audit, interval_s=config.edge_refusal_interval_s)
     runtime.audit = audit
-    registry = Registry(providers if providers is not None else default_providers(config),
-                        runtime=ProviderDoor(runtime))
+    served = list(providers if providers is not None else default_providers(config))
+    served += upstream_providers(engine, config, {getattr(p, "name", None) for p in served})
+    registry = Registry(served, runtime=ProviderDoor(runtime))
     metrics = None if config.metrics == "off" else Metrics(access=config.metrics, multiprocess_dir=metrics_dir)
     return Services(engine, registry, limiter, authenticate, audit, redactor=redactor, vault=vault,
                     exception_trust=trust, refusals=refusals,
@@ -209,4 +233,4 @@ def build_app(config: GatewayConfig, *, providers: list[Any] | None = None,
 
 
 __all__ = ["build_app", "build_services", "console_of", "default_providers", "demo_user_id", "edge_of",
-           "make_authenticator", "mint_token", "open_configured_vault", "signing_key"]
+           "make_authenticator", "mint_token", "open_configured_vault", "signing_key", "upstream_providers"]

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 
 from engine import Decision, Engine, Uid, utcnow
 from engine import Request as Query
+from engine.impact import Asked
 from gateway.audit import Audit
 from gateway.edge import Refusals
 from gateway.errors import HTTP_STATUS, Code, GatewayError
@@ -82,6 +83,21 @@ class Services:
                              decision_id=d.decision_id, policy_ids=list(d.reasons))
             raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload)
 
+    async def start_providers(self) -> None:
+        """Each provider's start hook (upstream MCP servers: children, sessions, re-listing)."""
+        for provider in self.registry.providers.values():
+            try:
+                await provider.start()
+            except Exception:  # one provider failing to start must not keep the others down
+                log.exception("provider %s failed to start", provider.name)
+
+    async def stop_providers(self) -> None:
+        for provider in self.registry.providers.values():
+            try:
+                await provider.stop()
+            except Exception:
+                log.exception("provider %s failed to stop", provider.name)
+
     async def limiter_health(self) -> dict[str, Any]:
         return await self.limiter.health() if self.limiter is not None else {"backend": "none", "ok": True}
 
@@ -94,8 +110,9 @@ class Services:
         return await store.journal_backlog() if isinstance(store, OutboxEventStore) else None
 
     async def record_decision_api(self, caller: Caller, path: str, query: dict[str, Any], decision: Decision,
-                                  duration_ms: int) -> None:
-        """A decision-API answer is an audited operation too (provider "opsgate", tool "decide").
+                                  duration_ms: int, asked: Asked | None = None) -> None:
+        """A decision-API answer is an audited operation too (provider "opsgate", tool "decide"), with
+        the request as decided (`asked`) so `opsgate policy replay` can decide it again.
         Raises HTTP 503 EVENT_STORE_UNAVAILABLE when it cannot be recorded: the answer is withheld."""
         if self.audit is None:
             return
@@ -103,7 +120,7 @@ class Services:
             await self.audit.record(caller_id=caller.id, tool="opsgate.decide", arguments={"path": path, **query},
                                     decision=decision, result={"status": "answered", "allow": decision.allowed,
                                                                "decision_id": decision.decision_id},
-                                    duration_ms=duration_ms)
+                                    duration_ms=duration_ms, asked=asked)
         except GatewayError as e:
             raise HTTPException(status_code=HTTP_STATUS[e.code], detail=e.message, extra=e.payload) from None
 

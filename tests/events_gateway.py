@@ -55,9 +55,12 @@ def main() -> None:
     p.add_argument("--events", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--database-url", default=GatewayConfig().database_url)
     p.add_argument("--durability", choices=("disk", "process"), default="process")
+    # No reserve by default: the full-disk tests of item 9 need the log's writes cut short by the disk.
+    p.add_argument("--log-reserve", type=int, default=0)
     a = p.parse_args()
     config = GatewayConfig(port=a.port, policies=a.policies, state_dir=a.state_dir, events=a.events,
-                           database_url=a.database_url, events_durability=a.durability)
+                           database_url=a.database_url, events_durability=a.durability,
+                           events_log_reserve_bytes=a.log_reserve)
     app, _, _ = build_app(config, providers=[SlowEcho(a.started)])
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop", http="httptools")
 

@@ -145,6 +145,14 @@ async def until_health(gw: GatewayProcess, ok: Callable[[dict[str, Any]], bool])
     return events
 
 
+async def until_logged(gw: GatewayProcess, ok: Callable[[str], bool]) -> None:
+    """The gateway's log says it (its lines reach the file after the answer that they explain)."""
+    deadline = time.monotonic() + 60
+    while not ok(gw.log.read_text()):
+        assert time.monotonic() < deadline, gw.log_tail()
+        await asyncio.sleep(0.05)
+
+
 async def last_page_nearly_full(gw: GatewayProcess, token: str, state: Path) -> list[str]:
     """Answered calls until the log's last page has less room left than BIG's record needs, but
     some, so that on the full disk that record is written in part (a short write), not refused
@@ -238,10 +246,12 @@ def says_the_disk_is_full(text: str, state: Path) -> bool:
 @pytest.mark.parametrize("durability", ["process", "disk"])
 async def test_a_commit_refused_for_the_full_disk_is_reported_as_such(tmp_path: Path, durability: str) -> None:
     with a_gateway_on_a_small_disk(tmp_path) as (state, started, user, token):
-        with gateway(tmp_path, "gw", state, started, ["--durability", durability]) as gw:
+        # The default reserve: the database's WAL takes the last free pages, the log's records land in
+        # what the log holds beyond its end (the refused call's row among them).
+        with gateway(tmp_path, "gw", state, started, ["--durability", durability, "--log-reserve", "262144"]) as gw:
             assert await call(gw.url, token, "before") == "ok"
             settled(gw)
-            filler = fill(state, leave_pages=2)  # room for the log's records, not for a commit's pages
+            filler = fill(state)
             answer = await call(gw.url, token, "while-full")
             if durability == "disk":  # the answer waits for its commit, which fails: withheld
                 assert answer == "EVENT_STORE_UNAVAILABLE"
@@ -250,7 +260,7 @@ async def test_a_commit_refused_for_the_full_disk_is_reported_as_such(tmp_path: 
                 events = await until_health(gw, lambda e: e["status"] == "down")
                 assert says_the_disk_is_full(events["error"], state), events
                 assert await call(gw.url, token, "refused") == "EVENT_STORE_UNAVAILABLE"  # no tool runs meanwhile
-            assert says_the_disk_is_full(gw.log.read_text(), state), gw.log_tail()
+            await until_logged(gw, lambda text: says_the_disk_is_full(text, state))
             filler.unlink()
             await until_health(gw, lambda e: e["status"] == "ok")
             await asyncio.sleep(Audit.COOLDOWN_S)  # after a failure no tool runs for this long
@@ -274,7 +284,7 @@ async def test_an_intent_log_the_full_disk_refuses_shows_in_health_until_space_i
             events = gw.health()["events"]
             assert events["status"] == "down" and "No space left on device" in events["error"], events
             assert f"the filesystem mounted at {state} is full" in events["error"], events
-            assert f"the filesystem mounted at {state} is full" in gw.log.read_text(), gw.log_tail()
+            await until_logged(gw, lambda text: f"the filesystem mounted at {state} is full" in text)
             filler.unlink()
             await until_health(gw, lambda e: e["status"] == "ok")  # no call needed to find out
             await asyncio.sleep(Audit.COOLDOWN_S)  # after a failure no tool runs for this long
@@ -305,7 +315,7 @@ async def test_a_gateway_started_on_a_full_disk_refuses_calls_saying_why_then_op
             assert httpx.get(gw2.url + "/health/ready", timeout=10).status_code == 503
             assert await call(gw2.url, token, "while-full") == "EVENT_STORE_UNAVAILABLE"
             assert "while-full" not in started.read_text().split()  # refused before its tool ran
-            assert f"the filesystem mounted at {state} is full" in gw2.log.read_text(), gw2.log_tail()
+            await until_logged(gw2, lambda text: f"the filesystem mounted at {state} is full" in text)
             filler.unlink()
             await until_health(gw2, lambda e: e["status"] == "ok")  # no restart: it opens by itself
             await asyncio.sleep(Audit.COOLDOWN_S)  # after a failure no tool runs for this long

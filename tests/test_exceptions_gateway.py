@@ -186,3 +186,6 @@ async def test_filing_over_http_names_the_caller_and_the_filer_cannot_approve(gw
     assert [(tool, caller) for tool, caller, _ in rows] == [
         ("exception.filed", filer), ("exception.refused", filer), ("exception.refused", filer),
         ("exception.approved", ADMIN)]
+    assert gw.services.audit is not None  # each step over HTTP names the client it came from
+    steps = await gw.services.audit.store.query(provider="opsgate", limit=1000)
+    assert {e.client_addr for e in steps if e.exception_ids == [exception_id]} == {"127.0.0.1"}

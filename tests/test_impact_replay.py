@@ -230,3 +230,38 @@ def test_scan_pages_every_row_in_order_within_the_window(recorded: Recorded) -> 
         assert asyncio.run(scanned(default)) == in_order
         assert asyncio.run(scanned(default, since=middle)) == in_order[3:]
         assert asyncio.run(scanned(default, until=middle)) == in_order[:3]
+
+
+def test_a_decision_api_answer_is_replayed_like_a_tool_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another enforcement point's question (POST /v1/data) is a recorded decision too: replay decides
+    the very request it asked, principal and entities included, under the candidate."""
+    import httpx
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    config = GatewayConfig(policies=str(policies), state_dir=str(tmp_path / "state"), exceptions=str(tmp_path / "no"))
+    query = {"input": {"principal": 'Ops::User::"u1"', "action": "echo.comment", "resource": 'Ops::Provider::"echo"',
+                       "entities": [{"uid": {"type": "Ops::User", "id": "u1"},
+                                     "parents": [{"type": "Ops::Role", "id": "ops_viewer"}]}]}}
+
+    async def ask(gw: RunningGateway) -> str:
+        async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {gw.token('ops_admin')}"}) \
+                as http:
+            answer = (await http.post("/v1/data/opsgate/authz", json=query)).json()
+        assert answer["result"]["allow"] is False
+        rows = await gw.services.audit.store.query(tool="decide", limit=10)  # type: ignore[union-attr]
+        (row,) = rows
+        assert row.payload["_request"]["principal"] == {"type": "Ops::User", "id": "u1"}  # type: ignore[index]
+        return row.id
+
+    with running_gateway(config) as gw:
+        event_id = asyncio.run(ask(gw))
+    candidate = tmp_path / "candidate"
+    shutil.copytree(policies, candidate)
+    (candidate / "candidate.cedar").write_text(CANDIDATE)
+    code = main(["policy", "replay", "--bundle", str(candidate), "--exceptions", str(tmp_path / "no"), "--since",
+                 "1h", "--state-dir", str(tmp_path / "state"), "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["not_replayable"] == 0
+    assert [(f["direction"], f["tool"], f["examples"]) for f in out["flips"]] == [
+        ("deny-to-allow", "opsgate.decide", [event_id])]

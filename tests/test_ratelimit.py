@@ -593,3 +593,20 @@ def test_headers_when_the_backend_was_unavailable() -> None:
 def test_policy_names_are_valid_sf_strings() -> None:
     assert sf_string('a"b\\c') == '"a\\"b\\\\c"'
     assert sf_string("café\n") == '"caf%C3%A9%0A"'
+
+
+def test_the_redis_timeout_is_a_setting(tmp_path: Path) -> None:
+    """A saturated host needs more than the default 0.25 s: the setting reaches the limiter, and a
+    timeout that could never succeed is refused with the key's path."""
+    from gateway.config.loader import ConfigError, load
+    from gateway.serve import build_services
+
+    (tmp_path / "opsgate.toml").write_text('limiter = "redis"\nredis_timeout_s = 2.5\n'
+                                           f'policies = "{ROOT / "policies"}"\nstate_dir = "state"\n')
+    config = load(config_file=str(tmp_path / "opsgate.toml")).config
+    services, _ = build_services(config)
+    assert services.limiter.timeout_s == 2.5
+    (tmp_path / "opsgate.toml").write_text("redis_timeout_s = 0\n")
+    with pytest.raises(ConfigError) as refused:
+        load(config_file=str(tmp_path / "opsgate.toml"))
+    assert "redis_timeout_s" in str(refused.value)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("engine.cli", "gateway.cli.catalogue", "gateway.cli.serve", "gateway.cli.events", "gateway.cli.vault",
-            "gateway.cli.exceptions", "gateway.cli.config",
+            "gateway.cli.exceptions", "gateway.cli.config", "gateway.cli.upstream",
             "gateway.cli.replay")  # replay adds to engine.cli's `policy` group
 
 

@@ -184,8 +184,12 @@ def run_stdio(args: argparse.Namespace) -> int:
         from gateway.exception_trust import exceptions_ready
 
         await exceptions_ready(services)  # exceptions load once the audit trail can vouch for them
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+        await services.start_providers()  # upstream MCP servers: children, sessions, re-listing
+        try:
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+        finally:
+            await services.stop_providers()
 
     asyncio.run(main())
     return 0

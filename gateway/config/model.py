@@ -36,6 +36,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     limiter: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     fail_open_buckets: tuple[str, ...] = ()  # buckets allowed through while Redis is unreachable
+    # How long a rate-limit check may wait for Redis (queueing for a connection included) before the
+    # call is refused RATE_LIMIT (limiter_error), fail closed. Raise it on a saturated host.
+    redis_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 0.25
     auth_issuer: str = "opsgate-dev"  # Supabase: https://<project>.supabase.co/auth/v1
     jwks_url: str | None = None  # asymmetric Supabase projects
     # Refuse banned or deleted users by asking auth.users (cached briefly) on every call.
@@ -55,6 +58,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     events_durability: Literal["disk", "process"] = "process"
     # Unshipped events the outbox may hold while Postgres is unreachable; past it, new calls are refused.
     events_outbox_max: int = 100_000
+    # Bytes each intent log keeps allocated beyond its end (fallocate), so that on a full disk the audit
+    # journal still takes records (a refused call's row among them) after the database can no longer
+    # commit. 0: no reserve.
+    events_log_reserve_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 << 10
     # Spans go to an OTLP collector only when tracing.otlp_endpoint is set; nothing leaves otherwise.
     tracing: TracingConfig = TracingConfig()
     # Argument paths masked in audit rows and spans, e.g. "args.token", "args.headers.*".

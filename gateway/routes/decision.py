@@ -21,6 +21,7 @@ from litestar.params import FromPath, JSONBody
 
 from engine import Entity, Uid
 from engine import Request as Query
+from engine.impact import Asked
 from gateway.errors import HTTP_STATUS, Code, GatewayError
 from gateway.routes.guards import allowed, caller_of
 from gateway.services import Services
@@ -60,14 +61,14 @@ async def data(request: Request[Any, Any, Any], path: FromPath[str], data: JSONB
         raise _error(GatewayError(Code.INVALID_INPUT, str(e))) from None
     if "now" in q.context:
         raise _error(GatewayError(Code.INVALID_INPUT, "context.now is set by the gateway's clock"))
-    started = time.perf_counter()
-    d = services.engine.decide(query, now=services.clock())
+    started, now = time.perf_counter(), services.clock()
+    d = services.engine.decide(query, now=now)
     result: Any = d.allowed if PATHS[path] else {
         "allow": d.allowed, "reasons": list(d.reasons), "errors": list(d.errors), "mode": d.mode,
         "shadow": msgspec.to_builtins(d.shadow), "tiers": msgspec.to_builtins(d.tiers),
         "exceptions_applied": list(d.exceptions_applied), "bundle_revision": d.bundle_revision}
     await services.record_decision_api(caller, path, msgspec.to_builtins(q), d,
-                                       int((time.perf_counter() - started) * 1000))
+                                       int((time.perf_counter() - started) * 1000), Asked(query, now))
     return {"result": result, "decision_id": d.decision_id}
 
 

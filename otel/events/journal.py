@@ -40,6 +40,14 @@ beginning with `{` are records of the earlier format (bare JSON lines, no checks
 older gateway at upgrade: they are read as before; a line that format merged is still lost (it
 cannot be split safely, as arguments may hold JSON).
 
+A reserve keeps the audit trail writable a little longer than everything else on a full disk:
+each log holds `reserve_bytes` (default 256 KiB) allocated beyond its end with
+`fallocate(FALLOC_FL_KEEP_SIZE)`, topped up as records use it. SQLite's WAL, or anything else
+writing to the same filesystem, takes the last free pages first; the log's records, a refused
+call's row among them, still land in the reserve. Where the filesystem cannot preallocate, there
+is no reserve and nothing else changes. Cutting the log back (above) releases its reserve, which
+is taken again at once if there is room.
+
 A full disk (otel/events/space.py) is reported as what it is, with what to free, wherever it
 shows: a failed write to the log, a failed COMMIT (`transact` keeps SQLite's own error, not the
 ROLLBACK's), and at opening; `health` is down while the log cannot take a record. A store that
@@ -60,6 +68,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from ctypes import CDLL, c_int, c_longlong, get_errno
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,8 +130,9 @@ class IntentLog:
 
     ROTATE_BYTES = 4 << 20
     PROBE_BYTES = 4096  # what `probe` asks room for: more than a typical record
+    RESERVE_BYTES = 256 << 10
 
-    def __init__(self, journal: Path) -> None:
+    def __init__(self, journal: Path, *, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.dir = journal.with_name(journal.name + ".owners")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.id = str(uuid.uuid4())
@@ -141,6 +151,9 @@ class IntentLog:
         self._lock_fd = lock
         self._gen = 0
         self._size = 0  # bytes of whole records in the current file
+        self._reserve = reserve_bytes
+        self._reserved_to = 0  # the current file's bytes allocated (records and reserve)
+        self._top_up()
         # event id -> the generations (files) holding its lines: the intent, and with durability
         # "process" its outcome too (written behind, see SqliteEventStore.append)
         self._open_ids: dict[str, list[int]] = {}
@@ -154,11 +167,16 @@ class IntentLog:
         self._open_ids.setdefault(event.id, []).append(self._gen)
         self._counts[self._gen] += 1
         if self._size >= self.ROTATE_BYTES:
+            with contextlib.suppress(OSError):  # the old file's reserve goes back to the filesystem
+                os.ftruncate(self._fd, self._size)
             os.close(self._fd)
-            old, self._gen, self._size = self._gen, self._gen + 1, 0
+            old, self._gen, self._size, self._reserved_to = self._gen, self._gen + 1, 0, 0
             self._fd = self._open(self._gen)
             self._counts[self._gen] = 0
             self._drop_if_done(old)
+            self._top_up()
+        elif self._reserved_to - self._size < self._reserve // 2:
+            self._top_up()
 
     def probe(self) -> None:
         """Raise OSError unless PROBE_BYTES more can be written to the log now. What it writes is
@@ -167,7 +185,8 @@ class IntentLog:
         self._append(b"\n" * self.PROBE_BYTES)
         with contextlib.suppress(OSError):  # left there, blank lines are harmless
             os.ftruncate(self._fd, before)
-            self._size = before
+            self._size, self._reserved_to = before, before
+        self._top_up()
 
     def _append(self, data: bytes) -> None:
         """All of `data` at the end of the log, or none of it: when the disk fills mid-record, the
@@ -191,9 +210,22 @@ class IntentLog:
         later cut never reaches into the records written after it."""
         try:
             os.ftruncate(self._fd, self._size)
+            self._reserved_to = self._size
         except OSError:
             with contextlib.suppress(OSError):
                 self._size = os.fstat(self._fd).st_size
+        self._top_up()
+
+    def _top_up(self) -> None:
+        """Allocate the reserve beyond the log's end again, where the filesystem has room (see the
+        module docstring); never an error: without room the reserve is what is left of it."""
+        if self._reserve <= 0 or _fallocate is None:
+            return
+        end = self._size + self._reserve
+        if _fallocate(self._fd, _KEEP_SIZE, c_longlong(self._size), c_longlong(self._reserve)) == 0:
+            self._reserved_to = end
+        elif get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS):
+            self._reserve = 0  # this filesystem cannot: no reserve, and no more attempts
 
     def done(self, ids: list[str]) -> None:
         """These calls' outcomes are committed: their intents are no longer needed."""
@@ -264,6 +296,22 @@ class IntentLog:
         if gen != self._gen and self._counts[gen] == 0:
             del self._counts[gen]
             (self.dir / f"{self.id}.{gen}.intents").unlink(missing_ok=True)
+
+
+_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE: allocate past the end without changing the file's size
+
+
+def _libc_fallocate() -> Any:
+    try:
+        fn = CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):  # not Linux: no reserve
+        return None
+    fn.argtypes = (c_int, c_int, c_longlong, c_longlong)
+    fn.restype = c_int
+    return fn
+
+
+_fallocate = _libc_fallocate()
 
 
 def _records(data: bytes) -> Iterator[RunEvent]:

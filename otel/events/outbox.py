@@ -83,9 +83,11 @@ class OutboxEventStore(Journaled, EventStore):
     SHIP_PIPELINE = 3  # batches in flight to the remote store
 
     def __init__(self, path: str | Path, remote: EventStore, *, durability: Durability = "disk",
-                 max_pending: int = 100_000, max_batch: int = 1000, ship_batch: int = 1000) -> None:
+                 max_pending: int = 100_000, max_batch: int = 1000, ship_batch: int = 1000,
+                 log_reserve_bytes: int = IntentLog.RESERVE_BYTES) -> None:
         super().__init__(max_batch=max_batch)
         self.path = Path(path)
+        self._log_reserve = log_reserve_bytes
         self.remote = remote
         self.durability = durability
         self.max_pending = max_pending
@@ -108,7 +110,7 @@ class OutboxEventStore(Journaled, EventStore):
             conn = connect(self.path, self.durability)
             undo.callback(conn.close)
             conn.executescript(SCHEMA)
-            intents = IntentLog(self.path)
+            intents = IntentLog(self.path, reserve_bytes=self._log_reserve)
             undo.callback(intents.close)
             # Dead processes' intents are journaled and shipped like any event: where the call's
             # outcome got there first, the database keeps the outcome. This also proves we can write.

@@ -97,9 +97,11 @@ class SqliteEventStore(Journaled, EventStore):
     RETRY_S = 1.0  # between attempts to commit outcomes written behind while commits fail (and to open)
 
     def __init__(self, path: str | Path, *, max_batch: int = 1000, busy_timeout_ms: int = 5000,
-                 durability: Durability = "process", max_behind: int = 100_000) -> None:
+                 durability: Durability = "process", max_behind: int = 100_000,
+                 log_reserve_bytes: int = IntentLog.RESERVE_BYTES) -> None:
         super().__init__(max_batch=max_batch)
         self.path = Path(path)
+        self._log_reserve = log_reserve_bytes
         self.durability = durability
         self.max_behind = max_behind
         if durability == "process":  # nobody waits for these commits: let answers go out first
@@ -124,7 +126,7 @@ class SqliteEventStore(Journaled, EventStore):
             undo.callback(wconn.close)
             wconn.executescript(SCHEMA)
             _add_columns(wconn)
-            intents = IntentLog(self.path)
+            intents = IntentLog(self.path, reserve_bytes=self._log_reserve)
             undo.callback(intents.close)
             # Dead processes' intents become their `interrupted` rows unless the call's outcome is
             # already stored (same id); this also proves we can take the write lock now.

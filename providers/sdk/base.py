@@ -11,14 +11,19 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from providers.sdk.egress import EgressClient, EgressRefused, decide
+from providers.sdk.egress_mcp import mcp_http_client
+from providers.sdk.egress_proxy import EgressProxy
 from providers.sdk.health import HealthStatus
 from providers.sdk.hostnames import HostRejected, parse_target
 from providers.sdk.resource import Resource
 from providers.sdk.runtime import Runtime, UnboundRuntime, current_call
 from providers.sdk.tool import CallContext, Refused, Tool, ToolError
+
+if TYPE_CHECKING:
+    import httpx2
 
 
 class SecretRefused(Refused, PermissionError):
@@ -41,6 +46,10 @@ class ProviderBase:
     # take it as a constructor option (tests shorten it); the gateway bounds /health too.
     health_budget_s: float = 5.0
 
+    # A provider whose tools may ask the calling client something mid-call (an MCP server's sampling,
+    # elicitation, roots) through the call's peer; 2026-07-28 callers are then answered in rounds.
+    relays_callers: ClassVar[bool] = False
+
     _runtime: Runtime = UnboundRuntime()
 
     def bind(self, runtime: Runtime) -> None:
@@ -60,6 +69,41 @@ class ProviderBase:
         """Read-only MCP resources; none by default. Each is governed as the catalogue action
         `<provider>.resource.<name>` (kind read)."""
         return ()
+
+    def serves(self, tool: str) -> bool:
+        """Whether the tool `tool` (local name) is served right now; a tool that is not is left out of
+        tools/list (its calls are the provider's to refuse). Every declared tool, by default."""
+        return True
+
+    async def start(self) -> None:
+        """Called once when the gateway starts serving (e.g. to start child processes)."""
+
+    async def stop(self) -> None:
+        """Called once when the gateway stops: release whatever `start` or calls opened."""
+
+    # -- relayed MCP resources and prompts (a provider fronting an MCP server) -----------------
+    # Governed by the catalogue actions `<provider>.resources.read` (args {uri}) and
+    # `<provider>.prompts.get` (args {name}); a provider without them relays nothing.
+
+    async def relayed_resources(self) -> list[Any]:
+        """MCP Resource objects listed live by the server this provider fronts."""
+        return []
+
+    def relays_resource(self, uri: str) -> bool:
+        """Whether `uri` is one of this provider's relayed resources (as last listed)."""
+        return False
+
+    async def read_relayed_resource(self, ctx: CallContext, uri: str) -> Any:
+        """The server's ReadResourceResult for `uri` (raise ToolError when it fails)."""
+        raise ToolError(f"{self.name} relays no resources")
+
+    async def relayed_prompts(self) -> list[Any]:
+        """MCP Prompt objects listed live by the server this provider fronts (local names)."""
+        return []
+
+    async def get_relayed_prompt(self, ctx: CallContext, name: str, arguments: dict[str, str] | None) -> Any:
+        """The server's GetPromptResult (raise ToolError when it fails)."""
+        raise ToolError(f"{self.name} relays no prompts")
 
     def error_data(self, code: str, message: str) -> dict[str, Any]:
         """Extra JSON-RPC error `data` for every error a call to this provider's tools or resources
@@ -113,6 +157,17 @@ class ProviderBase:
         and redirect hop. Providers get no other way out (rule 5) and no client for the gateway
         or for each other (rule 7)."""
         return EgressClient(self, **kwargs)
+
+    def mcp_http_client(self, *, headers: dict[str, str] | None = None, timeout: float = 30.0,
+                        read_timeout: float = 300.0) -> httpx2.AsyncClient:
+        """An httpx2 client for the `mcp` SDK's streamable HTTP client, egress-checked exactly as
+        `http()` is (providers.sdk.egress_mcp): the only way a provider reaches an MCP server."""
+        return mcp_http_client(self, headers=headers, timeout=timeout, read_timeout=read_timeout)
+
+    def egress_proxy(self) -> EgressProxy:
+        """A local HTTP proxy for a child process of this provider, deciding every target with
+        this provider's egress policy (providers.sdk.egress_proxy). The caller starts and closes it."""
+        return EgressProxy(self)
 
     async def probe(self) -> None:
         """Raise if the upstream is not usable; the vendor's cheapest authenticated call."""

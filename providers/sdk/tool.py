@@ -2,6 +2,10 @@
 
 Providers hold no policy. The kind only says which group of the policy's vocabulary a tool
 belongs to (read, scan, ...); what a kind allows is decided by the gateway's Cedar bundle.
+
+A tool whose input is defined elsewhere as JSON Schema (an upstream MCP server's tool, pinned in
+the policy bundle) declares it as `JsonSchemaInput`: its arguments are validated against that
+schema, exactly as pinned, and handed to the handler as the dict the caller sent.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import jsonschema
 import msgspec
 
 Kind = Literal["read", "scan", "annotate", "tag", "create", "comment", "admin"]
@@ -22,6 +27,9 @@ class CallContext(msgspec.Struct, frozen=True):
     tool: str
     decision_id: str
     role: str | None = None  # the caller's ops role, as the gateway authenticated it
+    # The calling client (providers.sdk.peer.Peer) for a provider relaying an upstream MCP server's
+    # requests and notifications; None where the transport has none (and for resource reads).
+    peer: Any = None
 
 
 class ToolError(Exception):
@@ -50,15 +58,46 @@ class Refused(Exception):
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
 
 
+class JsonSchemaInput:
+    """A tool input given as a JSON Schema (the schema's own `$schema` dialect, 2020-12 by default).
+    Its versioning is whatever pinned it (rule 9 for upstream tools is the pin, not a field)."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)  # a schema that is not one refuses the tool, not every call
+        self.schema = schema
+        self._validator = cls(schema)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments themselves, or ValueError naming the first violation."""
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise ValueError(f"{where}: {error.message}"[:500])
+        return arguments
+
+
+def parse_arguments(spec: type[msgspec.Struct] | JsonSchemaInput, arguments: dict[str, Any]) -> Any:
+    """A tool's arguments as its handler takes them. Raises ValueError (msgspec.ValidationError
+    is one) when they do not fit."""
+    if isinstance(spec, JsonSchemaInput):
+        return spec.validate(arguments)
+    return msgspec.convert(arguments, spec)
+
+
 @dataclass(frozen=True)
 class Tool:
     """A tool of a provider. `name` is local (`scan.repo`); the gateway serves `<provider>.<name>`."""
 
     name: str
     kind: Kind
-    input: type[msgspec.Struct]
+    input: type[msgspec.Struct] | JsonSchemaInput
     description: str
     handler: Handler
+    # Shown in tools/list as given (an upstream MCP server's pinned definition); rarely set otherwise.
+    title: str | None = None
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] | None = None
 
 
-__all__ = ["CallContext", "Handler", "Kind", "Refused", "Tool", "ToolError"]
+__all__ = ["CallContext", "Handler", "JsonSchemaInput", "Kind", "Refused", "Tool", "ToolError", "parse_arguments"]
