@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +74,8 @@ class ConsoleGateway:
 
 @contextlib.contextmanager
 def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
-                    **settings: Any) -> Iterator[ConsoleGateway]:
+                    prepare: Callable[[Path], None] | None = None, **settings: Any) -> Iterator[ConsoleGateway]:
+    """The gateway on a copy of the canonical bundle in `root` (`prepare(root)` may add to it first)."""
     shutil.copytree(POLICIES, root / "policies", ignore=shutil.ignore_patterns("tests"))
     (root / "policies" / "console-dryrun.cedar").write_text(DRYRUN)
     (root / "exceptions").mkdir()
@@ -83,6 +84,8 @@ def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
     (candidate / "viewer-comment.cedar").write_text(
         '@id("rbac.viewer.comment")\npermit (principal in Ops::Role::"ops_viewer", action in Ops::Action::"comment", '
         "resource);\n")
+    if prepare is not None:
+        prepare(root)
     config = GatewayConfig(policies=str(root / "policies"), exceptions=str(root / "exceptions"),
                            state_dir=str(root / "state"), policy_candidates=str(root / "candidates"), **settings)
     app, services, secret = build_app(config, providers=[EchoProvider()], demo_tokens=demo)
