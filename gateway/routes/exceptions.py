@@ -16,7 +16,6 @@ those cannot be read, approving and filing wait (503).
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,8 +35,6 @@ from gateway.exception_trust import trusted_key
 from gateway.pipeline import Caller
 from gateway.routes.guards import authenticated, caller_of
 from gateway.services import Services
-
-log = logging.getLogger("opsgate.exceptions")
 
 
 class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
