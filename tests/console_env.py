@@ -33,6 +33,7 @@ VIEWER = demo_user_id("ops_viewer")
 class ConsoleGateway:
     gw: RunningGateway
     root: Path  # the test's folder: policies/, exceptions/, state/, candidates/
+    app: Any = None  # the Litestar app (its state holds the console's parts)
 
     @property
     def url(self) -> str:
@@ -90,7 +91,7 @@ def console_gateway(root: Path, *, demo: bool = True, port: int | None = None,
                            state_dir=str(root / "state"), policy_candidates=str(root / "candidates"), **settings)
     app, services, secret = build_app(config, providers=[EchoProvider()], demo_tokens=demo)
     with serving_app(app, "gateway", port=port) as url:
-        yield ConsoleGateway(RunningGateway(url, services, secret, config.auth_issuer), root)
+        yield ConsoleGateway(RunningGateway(url, services, secret, config.auth_issuer), root, app)
 
 
 DRYRUN_ID = "console.dryrun.viewers-no-ping"

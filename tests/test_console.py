@@ -125,6 +125,17 @@ def test_sign_in_forms_need_their_flow_token(cg: ConsoleGateway) -> None:
     assert r.status_code == 403 and SESSION_COOKIE not in stranger.cookies
 
 
+def test_looking_at_the_sign_in_page_stores_nothing(cg: ConsoleGateway) -> None:
+    """Anyone may load the sign-in page: its form token is a double-submit cookie, not a stored record,
+    so a flood of visitors cannot fill the session store."""
+    store = cg.app.state.console.sessions.store
+    before = len(store._store)
+    for _ in range(50):
+        page = httpx.get(cg.url + "/console/signin")
+        assert page.status_code == 200 and FLOW_COOKIE in page.cookies
+    assert len(store._store) == before
+
+
 def test_a_made_up_session_cookie_is_no_session(cg: ConsoleGateway) -> None:
     client = httpx.Client(base_url=cg.url, follow_redirects=False, cookies={SESSION_COOKIE: "A" * 43})
     r = client.get("/console/trail")

@@ -9,8 +9,11 @@ Invariants:
   and has it verified again exactly as the API verifies a bearer token (signature, expiry, issuer,
   audience, and user freshness when configured): a session dies no later than its token's `exp`.
 - Each session has its own CSRF token (a synchronizer token); every state change must present it.
-- A sign-in flow (before there is a session) has its own short-lived record under its own cookie:
-  the CSRF token of the sign-in forms and, for OAuth, the `state` and the PKCE verifier.
+- The sign-in forms (before there is a session) carry a double-submit token: a random value in a
+  cookie of its own and in the form, compared; nothing is stored for a visitor who only looks.
+- An OAuth sign-in has a short-lived record under its own cookie: the `state` and the PKCE verifier,
+  good for one callback. Expired records of the in-memory store are swept (at most once a minute), so
+  abandoned sign-ins cannot pile up.
 - Sign-out deletes the record: the cookie is worthless from then on, in every worker sharing the store.
 """
 
@@ -28,9 +31,11 @@ from dataclasses import dataclass
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
 
 SESSION_COOKIE = "opsgate_console"
-FLOW_COOKIE = "opsgate_console_signin"
+FLOW_COOKIE = "opsgate_console_signin"  # the sign-in forms' double-submit token
+OAUTH_COOKIE = "opsgate_console_oauth"  # an OAuth sign-in's record id
 COOKIE_PATH = "/console"
 FLOW_TTL_S = 600
 MAX_SESSION_S = 12 * 3600  # never longer than this, even for a longer-lived token
@@ -47,13 +52,12 @@ class SessionRecord(msgspec.Struct, frozen=True):
 
 
 class Flow(msgspec.Struct, frozen=True):
-    """A sign-in in progress."""
+    """An OAuth sign-in in progress."""
 
-    csrf: str
+    state: str  # what the authorization server must hand back
+    verifier: str  # the PKCE code_verifier
+    redirect_uri: str
     expires_at: float
-    state: str | None = None  # OAuth: what the authorization server must hand back
-    verifier: str | None = None  # OAuth PKCE code_verifier
-    redirect_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,18 @@ def same(a: str, b: str) -> bool:
 class Sessions:
     """Sessions and sign-in flows in a Litestar store (memory in one process, Redis across workers)."""
 
+    SWEEP_S = 60.0
+
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
+        self._swept = clock()
+
+    async def _sweep(self) -> None:
+        """Drop expired records from a store that keeps them until read (Litestar's MemoryStore)."""
+        if isinstance(self.store, MemoryStore) and self._clock() - self._swept >= self.SWEEP_S:
+            self._swept = self._clock()
+            await self.store.delete_expired()
 
     async def open(self, *, token: str, user_id: str, role: str | None, exp: float, how: str) -> tuple[str, float]:
         """A new session for a verified token; returns (session id, its lifetime in seconds)."""
@@ -91,6 +104,7 @@ class Sessions:
         lifetime = expires_at - now
         if lifetime <= 1:
             raise ValueError("the token expires too soon to sign in with")
+        await self._sweep()
         sid = secrets.token_urlsafe(32)
         nonce = os.urandom(12)
         record = SessionRecord(user_id=user_id, role=role, token=_cipher(sid).encrypt(nonce, token.encode(), None),
@@ -124,11 +138,12 @@ class Sessions:
         if closing is not None:
             await closing(None, None, None)
 
-    async def start_flow(self, **oauth: str) -> tuple[str, Flow]:
+    async def start_flow(self, *, state: str, verifier: str, redirect_uri: str) -> str:
+        await self._sweep()
         fid = secrets.token_urlsafe(32)
-        flow = Flow(csrf=secrets.token_urlsafe(32), expires_at=self._clock() + FLOW_TTL_S, **oauth)
+        flow = Flow(state=state, verifier=verifier, redirect_uri=redirect_uri, expires_at=self._clock() + FLOW_TTL_S)
         await self.store.set(_key("f", fid), msgspec.msgpack.encode(flow), expires_in=FLOW_TTL_S)
-        return fid, flow
+        return fid
 
     async def flow(self, fid: str | None) -> Flow | None:
         if not fid or len(fid) > 100:
@@ -136,7 +151,10 @@ class Sessions:
         raw = await self.store.get(_key("f", fid))
         if raw is None:
             return None
-        flow = msgspec.msgpack.decode(raw, type=Flow)
+        try:
+            flow = msgspec.msgpack.decode(raw, type=Flow)
+        except msgspec.DecodeError:
+            return None
         return flow if flow.expires_at > self._clock() else None
 
     async def end_flow(self, fid: str) -> None:
@@ -157,5 +175,5 @@ def token_expiry(token: str) -> float:
     return float(claims["exp"])
 
 
-__all__ = ["COOKIE_PATH", "FLOW_COOKIE", "SESSION_COOKIE", "Flow", "Opened", "SessionRecord", "Sessions", "pkce_pair",
-           "same", "token_expiry"]
+__all__ = ["COOKIE_PATH", "FLOW_COOKIE", "OAUTH_COOKIE", "SESSION_COOKIE", "Flow", "Opened", "SessionRecord",
+           "Sessions", "pkce_pair", "same", "token_expiry"]

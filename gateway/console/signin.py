@@ -10,13 +10,15 @@
 
 Invariants: a session is opened only for a token the gateway's authenticator accepts, for no longer
 than the token lives; each sign-in is an ops.run_events row (tool `opsgate.console.signin`); the
-sign-in forms carry their flow's CSRF token (login CSRF); the flow cookie is SameSite=Lax only so
-that the authorization server's redirect back can present it, and it holds no credential.
+sign-in forms carry the double-submit token of their cookie (login CSRF); an OAuth sign-in's cookie
+is SameSite=Lax only so that the authorization server's redirect back can present it, and it holds
+no credential: it names a server-side record (state, PKCE verifier) good for one callback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -31,6 +33,7 @@ from gateway.console.sessions import (
     COOKIE_PATH,
     FLOW_COOKIE,
     FLOW_TTL_S,
+    OAUTH_COOKIE,
     SESSION_COOKIE,
     pkce_pair,
     same,
@@ -43,6 +46,7 @@ from gateway.services import Services
 log = logging.getLogger("opsgate.console")
 ROLES = ("ops_viewer", "ops_operator", "ops_admin")
 MAX_TOKEN_CHARS = 16 * 1024
+TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 def _tls(request: Request[Any, Any, Any]) -> bool:
@@ -61,15 +65,14 @@ def _gone(request: Request[Any, Any, Any], name: str) -> Cookie:
 
 async def _page(request: Request[Any, Any, Any], *, error: str | None = None, status: int = 200) -> Template:
     console = request.app.state.console
-    fid = request.cookies.get(FLOW_COOKIE)
-    flow = await console.sessions.flow(fid)
-    cookies = []
-    if flow is None or flow.state is not None:  # a fresh flow for these forms
-        fid, flow = await console.sessions.start_flow()
-        cookies.append(_cookie(request, FLOW_COOKIE, fid, FLOW_TTL_S))
-    page = render(request, "signin.html", status=status, section="signin", flow_csrf=flow.csrf, error=error,
+    token = request.cookies.get(FLOW_COOKIE) or ""
+    fresh = not TOKEN.fullmatch(token)
+    if fresh:  # a double-submit token for these forms; nothing is stored
+        token = secrets.token_urlsafe(32)
+    page = render(request, "signin.html", status=status, section="signin", flow_csrf=token, error=error,
                   roles=ROLES if console.demo is not None else (), oauth=console.oauth is not None)
-    page.cookies.extend(cookies)
+    if fresh:
+        page.cookies.append(_cookie(request, FLOW_COOKIE, token, FLOW_TTL_S))
     return page
 
 
@@ -98,11 +101,9 @@ async def _open(request: Request[Any, Any, Any], token: str, how: str) -> Respon
                                             exp=token_expiry(token), how=how)
     except ValueError as e:
         return await _page(request, error=str(e), status=401)
-    fid = request.cookies.get(FLOW_COOKIE)
-    if fid:
-        await sessions.end_flow(fid)
     response: Response[Any] = Redirect("/console/trail", status_code=303, headers=SECURITY_HEADERS)
-    response.cookies.extend([_cookie(request, SESSION_COOKIE, sid, int(lifetime)), _gone(request, FLOW_COOKIE)])
+    response.cookies.extend([_cookie(request, SESSION_COOKIE, sid, int(lifetime)), _gone(request, FLOW_COOKIE),
+                             _gone(request, OAUTH_COOKIE)])
     return response
 
 
@@ -145,9 +146,9 @@ async def oauth_start(request: Request[Any, Any, Any]) -> Response[Any]:
         url = await console.oauth.authorize_url(state=state, challenge=challenge, redirect_uri=redirect_uri)
     except OAuthError as e:
         return await _page(request, error=str(e), status=502)
-    fid, _ = await console.sessions.start_flow(state=state, verifier=verifier, redirect_uri=redirect_uri)
+    fid = await console.sessions.start_flow(state=state, verifier=verifier, redirect_uri=redirect_uri)
     response: Response[Any] = Redirect(url, status_code=303, headers=SECURITY_HEADERS)
-    response.cookies.append(_cookie(request, FLOW_COOKIE, fid, FLOW_TTL_S, samesite="lax"))
+    response.cookies.append(_cookie(request, OAUTH_COOKIE, fid, FLOW_TTL_S, samesite="lax"))
     return response
 
 
@@ -155,19 +156,19 @@ async def oauth_start(request: Request[Any, Any, Any]) -> Response[Any]:
 async def oauth_callback(request: Request[Any, Any, Any]) -> Response[Any]:
     console = request.app.state.console
     code, state, error = (request.query_params.get(k) for k in ("code", "state", "error"))
-    fid = request.cookies.get(FLOW_COOKIE)
+    fid = request.cookies.get(OAUTH_COOKIE)
     flow = await console.sessions.flow(fid)
-    if console.oauth is None or flow is None or flow.state is None or flow.verifier is None or not state:
+    if fid and flow is not None:
+        await console.sessions.end_flow(fid)  # good for one callback, whatever it brings
+    if console.oauth is None or flow is None or not state:
         return await _page(request, error="this sign-in has expired or was not started here; start again", status=400)
     if not same(state, flow.state):
         return await _page(request, error="the sign-in's state does not match; start again", status=400)
-    assert fid is not None
-    await console.sessions.end_flow(fid)  # a code or state is good for one try
     if error or not code:
         return await _page(request, error=f"the authorization server did not sign you in ({error or 'no code'})",
                            status=401)
     try:
-        token = await console.oauth.exchange(code, verifier=flow.verifier, redirect_uri=flow.redirect_uri or "")
+        token = await console.oauth.exchange(code, verifier=flow.verifier, redirect_uri=flow.redirect_uri)
     except OAuthError as e:
         return await _page(request, error=str(e), status=401)
     opened = await _open(request, token, "oauth")
