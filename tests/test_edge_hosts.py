@@ -84,7 +84,7 @@ async def attempt(gw: RunningGateway, surface: str, headers: dict[str, Any]) -> 
         return await http.get(surface, headers=headers)
 
 
-SURFACES = ["/mcp", "/v1/data", "/v1/exceptions", "/v1/status"]
+SURFACES = ["/mcp", "/v1/data", "/v1/exceptions", "/v1/status", "/console/signin"]
 
 
 @pytest.mark.parametrize("surface", SURFACES)
