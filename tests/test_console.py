@@ -94,6 +94,14 @@ def test_behind_a_tls_proxy_the_cookies_are_secure(cg: ConsoleGateway) -> None:
     assert "; Secure" in cookie
 
 
+def test_an_account_without_an_ops_role_is_not_signed_in(cg: ConsoleGateway) -> None:
+    client = httpx.Client(base_url=cg.url, follow_redirects=False)
+    flow = CSRF.search(client.get("/console/signin").text)
+    assert flow is not None
+    r = client.post("/console/signin/token", data={"_csrf": flow[1], "token": cg.gw.token(None)})
+    assert r.status_code == 403 and "no ops role" in r.text and SESSION_COOKIE not in client.cookies
+
+
 @pytest.mark.parametrize("kind", ["forged", "expired", "foreign issuer"])
 def test_a_token_the_api_refuses_opens_no_session(cg: ConsoleGateway, kind: str) -> None:
     claims = {"sub": ADMIN, "aud": "authenticated", "iss": cg.gw.issuer, "exp": int(time.time()) + 600,

@@ -2,8 +2,8 @@
 
 Invariants:
 - `signed_in`: a live session whose access token verifies now, exactly as a bearer token on the
-  API does (gateway Services.authenticate); else the browser is sent to sign in, and a session
-  whose token no longer verifies is deleted.
+  API does (gateway Services.authenticate), for a caller with an ops role; else the browser is sent
+  to sign in, and a session whose token no longer verifies is deleted.
 - `csrf_checked`: every POST presents the session's CSRF token (form field `_csrf`, or the
   `X-CSRF-Token` header htmx sends), compared in constant time; a missing or forged one is refused
   403 with an audit row, before the handler does anything.
@@ -68,7 +68,7 @@ async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     except GatewayError as e:
         await sessions.close(opened.sid)  # a token that no longer verifies ends its session
         raise NotSignedIn(detail=f"your session ended: {e.message}") from None
-    if caller.id != opened.record.user_id:  # cannot happen unless the store was tampered with
+    if caller.id != opened.record.user_id or caller.role is None:  # only if the store was tampered with
         await sessions.close(opened.sid)
         raise NotSignedIn(detail="your session ended")
     _state(connection)[CALLER] = caller

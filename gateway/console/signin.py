@@ -88,6 +88,8 @@ async def _open(request: Request[Any, Any, Any], token: str, how: str) -> Respon
         caller = await services.authenticate(f"Bearer {token}")
     except GatewayError as e:
         return await _page(request, error=f"that token was refused: {e.message}", status=401)
+    if caller.role is None:  # as everywhere in the gateway: no ops role, no permissions
+        return await _page(request, error="that account has no ops role (app_metadata.ops_role)", status=403)
     if services.audit is not None:
         try:
             await services.audit.record(caller_id=caller.id, tool="opsgate.console.signin", arguments={"how": how},
