@@ -192,6 +192,17 @@ def test_a_viewer_reads_only_their_own_rows_whatever_the_url_says(cg: ConsoleGat
     assert viewer.get("/console/policies/diff?candidate=viewers-comment").status_code == 403
 
 
+def test_the_trail_filters_by_time_range_and_pages_by_cursor(cg: ConsoleGateway) -> None:
+    admin = signed_in(cg, role="ops_admin")
+    rows = re.compile(r'href="/console/trail/([0-9a-f-]{36})"')
+    everything = rows.findall(admin.get("/console/trail").text)
+    assert len(everything) >= 2
+    assert rows.findall(admin.get("/console/trail?since=2999-01-01T00:00").text) == []
+    assert rows.findall(admin.get("/console/trail?until=2000-01-01T00:00:00%2B00:00").text) == []
+    assert admin.get("/console/trail?since=yesterday").status_code == 400
+    assert admin.get("/console/trail?before=' or 1=1 --").status_code == 400  # a cursor is parsed, never SQL
+
+
 def test_the_edge_checks_host_and_origin_on_the_console(cg: ConsoleGateway) -> None:
     admin = signed_in(cg, role="ops_admin")
     r = admin.post("/console/signout", headers={"Origin": "http://evil.example", "X-CSRF-Token": csrf_of(admin)})

@@ -73,8 +73,12 @@ def filters_of(query: dict[str, str], caller: Caller) -> tuple[Filters, dict[str
     provider, tool = values.get("provider"), values.get("tool")
     if tool and "." in tool and not provider:  # `socket.scan.repo` as the gateway names it
         provider, tool = tool.split(".", 1)
-    return Filters(since=_time("since", values["since"]) if "since" in values else None,
-                   until=_time("until", values["until"]) if "until" in values else None,
+    since = _time("since", values["since"]) if "since" in values else None
+    until = _time("until", values["until"]) if "until" in values else None
+    for key, stamp in (("since", since), ("until", until)):  # shown back in UTC, as the form reads it
+        if stamp is not None:
+            shown[key] = stamp[:19]
+    return Filters(since=since, until=until,
                    provider=_short("provider", provider) if provider else None,
                    tool=_short("tool", tool) if tool else None, caller_id=values.get("caller"),
                    decision=values.get("decision"), status=_short("status", values["status"]) if "status" in values
