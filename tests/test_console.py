@@ -366,3 +366,26 @@ def test_a_console_session_works_on_every_worker_of_a_fleet(tmp_path: Path, redi
         assert statuses == [200] * 20, fleet.log_tail()
         raw.delete(*opened)
     raw.close()
+
+
+def test_a_row_decided_under_another_revision_says_so(tmp_path: Path) -> None:
+    with console_gateway(tmp_path) as gw:
+        gw.calls("ops_viewer", "echo.ping", {"message": "before the change"})
+        admin = signed_in(gw, role="ops_admin")
+        row = re.findall(r'href="/console/trail/([0-9a-f-]{36})"', admin.get("/console/trail?tool=echo.ping").text)[0]
+        assert "not the active revision" not in admin.get(f"/console/trail/{row}").text
+        (gw.root / "policies" / "later.cedar").write_text(
+            '@id("later.nobody")\nforbid (principal == Ops::User::"nobody", action, resource);\n')
+        ok, issues = gw.gw.services.reload_here()
+        assert ok, issues
+        page = admin.get(f"/console/trail/{row}").text
+        assert "not the active revision" in page and "may not be what decided this call" in page
+
+
+def test_the_monthly_review_is_a_page(cg: ConsoleGateway) -> None:
+    viewer = signed_in(cg, role="ops_viewer")
+    page = viewer.get("/console/exceptions/review")
+    assert page.status_code == 200
+    for section in ("Active", "Expiring within 14 days", "Expired (auto-revoked)", "Revoked", "Pending approval",
+                    "Invalid"):
+        assert section in page.text
