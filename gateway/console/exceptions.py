@@ -54,21 +54,33 @@ def _shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
-async def _history(services: Services, caller: Caller, exception_id: FromPath[str]) -> list[dict[str, Any]]:
+HISTORY_PAGES = 5  # budgeted pages read for one exception's history (otel/events/paging.py)
+
+
+async def _history(services: Services, caller: Caller, exception_id: str) -> list[dict[str, Any]]:
+    """The exception's lifecycle rows (provider `opsgate`, its id in exception_ids), newest first."""
     if services.audit is None:
         return []
-    filters = Filters(exception_id=exception_id, caller_id=None if caller.role == ADMIN else caller.id)
+    filters = Filters(provider="opsgate", exception_id=exception_id,
+                      caller_id=None if caller.role == ADMIN else caller.id)
+    events: list[Any] = []
+    cursor = None
     try:
-        page = await services.audit.store.page(filters, limit=100)
+        for _ in range(HISTORY_PAGES):
+            page = await services.audit.store.page(filters, limit=100, cursor=cursor)
+            events += page.events
+            cursor = page.more
+            if cursor is None or len(events) >= 100:
+                break
     except EventStoreError:
         return []
     return [{"id": e.id, "at": e.created_at[:19].replace("T", " "), "tool": f"{e.provider}.{e.tool}",
              "actor": e.caller_id, "status": (e.result or {}).get("status"),
              "detail": {k: v for k, v in (e.payload or {}).items() if k not in ("exception", "_request")}}
-            for e in page.events]
+            for e in events[:100]]
 
 
-async def _record(services: Services, caller: Caller, exception_id: FromPath[str]) -> Record:
+async def _record(services: Services, caller: Caller, exception_id: str) -> Record:
     if caller.role is None:
         raise HTTPException(status_code=403, detail="an ops role is required to read exceptions")
     record = find(service.exceptions_root(services), exception_id, await service.current_trust(services))
