@@ -79,19 +79,24 @@ def test_the_session_cookie_is_httponly_strict_and_dies_with_the_token(cg: Conso
     assert token not in cookie and not TOKEN_LIKE.search(cookie)  # the cookie is an id, not the token
 
 
-def test_behind_a_tls_proxy_the_cookies_are_secure(cg: ConsoleGateway) -> None:
+def test_behind_a_tls_proxy_the_cookies_are_secure_and_host_only(cg: ConsoleGateway) -> None:
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.5"}  # from a trusted proxy
     page = httpx.get(cg.url + "/console/signin", headers=proxied)
-    flow_cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith(FLOW_COOKIE + "="))
-    assert "; Secure" in flow_cookie
+    flow_cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith(f"__Host-{FLOW_COOKIE}="))
+    assert "; Secure" in flow_cookie and "; Path=/;" in flow_cookie + ";"
     flow = CSRF.search(page.text)
     assert flow is not None
     # a browser sends Secure cookies over the TLS it spoke to the proxy; httpx here speaks http to us
     r = httpx.post(cg.url + "/console/signin/demo", data={"_csrf": flow[1], "role": "ops_viewer"},
                    headers={**proxied, "Cookie": flow_cookie.split(";")[0]})
     assert r.status_code == 303
-    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE + "="))
-    assert "; Secure" in cookie
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith(f"__Host-{SESSION_COOKIE}="))
+    assert "; Secure" in cookie and "; Path=/;" in cookie + ";" and "Domain" not in cookie
+    # the plain-http name is not read for an https request: a cookie set over http cannot stand in
+    plain = httpx.get(cg.url + "/console/trail", headers={**proxied, "Cookie": f"{SESSION_COOKIE}={_value(cookie)}"})
+    assert plain.status_code == 303
+    served = httpx.get(cg.url + "/console/trail", headers={**proxied, "Cookie": cookie.split(";")[0]})
+    assert served.status_code == 200
 
 
 def test_an_account_without_an_ops_role_is_not_signed_in(cg: ConsoleGateway) -> None:
@@ -100,6 +105,10 @@ def test_an_account_without_an_ops_role_is_not_signed_in(cg: ConsoleGateway) -> 
     assert flow is not None
     r = client.post("/console/signin/token", data={"_csrf": flow[1], "token": cg.gw.token(None)})
     assert r.status_code == 403 and "no ops role" in r.text and SESSION_COOKIE not in client.cookies
+
+
+def _value(set_cookie: str) -> str:
+    return set_cookie.split(";")[0].split("=", 1)[1]
 
 
 @pytest.mark.parametrize("kind", ["forged", "expired", "foreign issuer"])

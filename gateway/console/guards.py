@@ -24,6 +24,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 
+from gateway.console import cookies
 from gateway.console.sessions import FLOW_COOKIE, SESSION_COOKIE, Opened, Sessions, same
 from gateway.errors import GatewayError
 from gateway.pipeline import Caller
@@ -58,7 +59,7 @@ def sessions_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Sessions:
 
 async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     sessions = sessions_of(connection)
-    found = await sessions.get(connection.cookies.get(SESSION_COOKIE))
+    found = await sessions.get(cookies.read(connection, SESSION_COOKIE))
     if found is None:
         raise NotSignedIn(detail="sign in to use the console")
     opened, token = found
@@ -107,7 +108,7 @@ async def csrf_checked(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
 
 
 async def flow_checked(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    cookie = connection.cookies.get(FLOW_COOKIE) or ""
+    cookie = cookies.read(connection, FLOW_COOKIE) or ""
     presented = await _presented(connection)
     if len(cookie) < 32 or not presented or not same(presented, cookie):
         await _refuse_csrf(connection, None)

@@ -1,8 +1,9 @@
 """Console sessions: a browser holds a random session id in a cookie; the server holds the rest.
 
 Invariants:
-- The cookie carries only the session id: 256 random bits, HttpOnly, SameSite=Strict, Secure when
-  the console is served over TLS, path /console, and a lifetime no longer than the access token's.
+- The cookie carries only the session id: 256 random bits, HttpOnly, SameSite=Strict, Secure and
+  `__Host-` when the console is served over TLS (gateway/console/cookies.py), and a lifetime no longer
+  than the access token's.
   It is never logged and never stored: the store's key is its SHA-256.
 - The store holds the access token encrypted under a key derived from the session id, so the store
   alone (a Redis dump, a memory image of another worker) yields no token. Every request decrypts it
@@ -36,7 +37,6 @@ from litestar.stores.memory import MemoryStore
 SESSION_COOKIE = "opsgate_console"
 FLOW_COOKIE = "opsgate_console_signin"  # the sign-in forms' double-submit token
 OAUTH_COOKIE = "opsgate_console_oauth"  # an OAuth sign-in's record id
-COOKIE_PATH = "/console"
 FLOW_TTL_S = 600
 MAX_SESSION_S = 12 * 3600  # never longer than this, even for a longer-lived token
 
@@ -175,5 +175,5 @@ def token_expiry(token: str) -> float:
     return float(claims["exp"])
 
 
-__all__ = ["COOKIE_PATH", "FLOW_COOKIE", "OAUTH_COOKIE", "SESSION_COOKIE", "Flow", "Opened", "SessionRecord",
+__all__ = ["FLOW_COOKIE", "OAUTH_COOKIE", "SESSION_COOKIE", "Flow", "Opened", "SessionRecord",
            "Sessions", "pkce_pair", "same", "token_expiry"]

@@ -23,14 +23,13 @@ import secrets
 from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
 
+from gateway.console import cookies
 from gateway.console.guards import csrf_checked, flow_checked, session_of, sessions_of, signed_in
 from gateway.console.oauth import OAuthError
 from gateway.console.pages import SECURITY_HEADERS, render, secure
 from gateway.console.sessions import (
-    COOKIE_PATH,
     FLOW_COOKIE,
     FLOW_TTL_S,
     OAUTH_COOKIE,
@@ -39,7 +38,6 @@ from gateway.console.sessions import (
     same,
     token_expiry,
 )
-from gateway.edge import view_of
 from gateway.errors import GatewayError
 from gateway.services import Services
 
@@ -49,30 +47,16 @@ MAX_TOKEN_CHARS = 16 * 1024
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
-def _tls(request: Request[Any, Any, Any]) -> bool:
-    view = view_of(request.scope)
-    return (view.scheme if view is not None else request.url.scheme) == "https"
-
-
-def _cookie(request: Request[Any, Any, Any], name: str, value: str, max_age: int, samesite: str = "strict") -> Cookie:
-    return Cookie(key=name, value=value, max_age=max_age, path=COOKIE_PATH, httponly=True, secure=_tls(request),
-                  samesite=samesite)  # type: ignore[arg-type]
-
-
-def _gone(request: Request[Any, Any, Any], name: str) -> Cookie:
-    return _cookie(request, name, "", 0)
-
-
 async def _page(request: Request[Any, Any, Any], *, error: str | None = None, status: int = 200) -> Template:
     console = request.app.state.console
-    token = request.cookies.get(FLOW_COOKIE) or ""
+    token = cookies.read(request, FLOW_COOKIE) or ""
     fresh = not TOKEN.fullmatch(token)
     if fresh:  # a double-submit token for these forms; nothing is stored
         token = secrets.token_urlsafe(32)
     page = render(request, "signin.html", status=status, section="signin", flow_csrf=token, error=error,
                   roles=ROLES if console.demo is not None else (), oauth=console.oauth is not None)
     if fresh:
-        page.cookies.append(_cookie(request, FLOW_COOKIE, token, FLOW_TTL_S))
+        page.cookies.append(cookies.cookie(request, FLOW_COOKIE, token, FLOW_TTL_S))
     return page
 
 
@@ -104,8 +88,8 @@ async def _open(request: Request[Any, Any, Any], token: str, how: str) -> Respon
     except ValueError as e:
         return await _page(request, error=str(e), status=401)
     response: Response[Any] = Redirect("/console/trail", status_code=303, headers=SECURITY_HEADERS)
-    response.cookies.extend([_cookie(request, SESSION_COOKIE, sid, int(lifetime)), _gone(request, FLOW_COOKIE),
-                             _gone(request, OAUTH_COOKIE)])
+    response.cookies.extend([cookies.cookie(request, SESSION_COOKIE, sid, int(lifetime)),
+                             cookies.gone(request, FLOW_COOKIE), cookies.gone(request, OAUTH_COOKIE)])
     return response
 
 
@@ -150,7 +134,7 @@ async def oauth_start(request: Request[Any, Any, Any]) -> Response[Any]:
         return await _page(request, error=str(e), status=502)
     fid = await console.sessions.start_flow(state=state, verifier=verifier, redirect_uri=redirect_uri)
     response: Response[Any] = Redirect(url, status_code=303, headers=SECURITY_HEADERS)
-    response.cookies.append(_cookie(request, OAUTH_COOKIE, fid, FLOW_TTL_S, samesite="lax"))
+    response.cookies.append(cookies.cookie(request, OAUTH_COOKIE, fid, FLOW_TTL_S, samesite="lax"))
     return response
 
 
@@ -158,7 +142,7 @@ async def oauth_start(request: Request[Any, Any, Any]) -> Response[Any]:
 async def oauth_callback(request: Request[Any, Any, Any]) -> Response[Any]:
     console = request.app.state.console
     code, state, error = (request.query_params.get(k) for k in ("code", "state", "error"))
-    fid = request.cookies.get(OAUTH_COOKIE)
+    fid = cookies.read(request, OAUTH_COOKIE)
     flow = await console.sessions.flow(fid)
     if fid and flow is not None:
         await console.sessions.end_flow(fid)  # good for one callback, whatever it brings
@@ -187,7 +171,7 @@ async def oauth_callback(request: Request[Any, Any, Any]) -> Response[Any]:
 async def signout(request: Request[Any, Any, Any]) -> Response[Any]:
     await sessions_of(request).close(session_of(request).sid)
     response: Response[Any] = Redirect("/console/signin", status_code=303, headers=SECURITY_HEADERS)
-    response.cookies.append(_gone(request, SESSION_COOKIE))
+    response.cookies.append(cookies.gone(request, SESSION_COOKIE))
     return secure(response)
 
 
