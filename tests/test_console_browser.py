@@ -124,10 +124,13 @@ def test_each_demo_role_signs_in_and_sees_the_trail_it_may(page: Any, cg: Consol
 def test_an_admin_filters_the_trail_and_opens_a_decision(page: Any, cg: ConsoleGateway) -> None:
     demo_sign_in(page, cg, "ops_admin")
     shot(page, "trail")
+    page.evaluate("window.__same_document = true")  # gone if the browser loads a new page
     page.fill("input[name=tool]", "echo.comment")
     page.select_option("select[name=decision]", "deny")
     page.click("#filters button[type=submit]")
     page.wait_for_url(re.compile(r"tool=echo.comment"))
+    page.wait_for_selector("input[name=tool][value='echo.comment']")
+    assert page.evaluate("window.__same_document") is True  # htmx swapped the page's main part in place
     rows = page.locator("table.trail tbody tr:not(.poller)")
     assert rows.count() == 1
     assert "deny" in rows.first.inner_text()
